@@ -1,0 +1,87 @@
+"""The Starlette application: routes, docs, error handlers, and the lifespan that starts the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import AsyncIterator
+
+import swagger_ui_bundle
+import zmq
+import zmq.asyncio
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from gateway.broker import Broker
+from gateway.cache import VectorCache
+from gateway.embedding_service import EmbeddingService
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.openapi import ASSETS_PATH, Endpoint, build_document, docs_endpoints
+from gateway.routes import embeddings
+from gateway.state import Services
+from gateway.writer_link import WriterLink
+from shared.events import StatusReporter
+from shared.protocol import Status
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+def all_endpoints() -> list[Endpoint]:
+    return [*embeddings.ENDPOINTS]
+
+
+def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
+    endpoints = all_endpoints()
+    document = build_document(endpoints, "Llama Embeddings Service", VERSION)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        context = zmq.asyncio.Context()
+        broker = Broker(settings, context)
+        writer = WriterLink(settings, context)
+        cache = VectorCache(settings.database_path, settings.gateway_cache_entries)
+        service = EmbeddingService(broker, cache, writer, served_models, settings.max_text_chars)
+        app.state.services = Services(settings, broker, cache, writer, service)
+        await broker.start()
+        await writer.start()
+        status_task = asyncio.create_task(_report_status(settings, app.state.services))
+        log.info("gateway serving models %s on port %d", ", ".join(served_models), settings.listen_port)
+        try:
+            yield
+        finally:
+            status_task.cancel()
+            if not await writer.drain(settings.stop_timeout_seconds):
+                log.error("writer did not acknowledge %d rows before shutdown", writer.unacknowledged_rows)
+            await broker.stop()
+            await writer.stop()
+            cache.close()
+            context.term()
+
+    routes = [endpoint.route() for endpoint in endpoints]
+    routes += docs_endpoints(document)
+    routes.append(Mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"))
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+
+
+async def _report_status(settings: Settings, services: Services) -> None:
+    """Tell the supervisor every second that the gateway is up, with its counters and worker registry."""
+    context = zmq.Context()
+    reporter = StatusReporter(context, settings.events_address)
+    try:
+        while True:
+            counters = services.embeddings.counters
+            reporter.send(Status(
+                role="gateway", pid=os.getpid(), state="ready",
+                counters={"cache_hits": counters.cache_hits, "cache_misses": counters.cache_misses,
+                          "unacknowledged_rows": services.writer.unacknowledged_rows},
+                detail=services.broker.snapshot(),
+            ))
+            await asyncio.sleep(1.0)
+    finally:
+        reporter.close()
+        context.term()

@@ -1,0 +1,270 @@
+"""The gateway as a broker between HTTP requests and embedding workers (Majordomo with credits).
+
+Workers connect DEALERs to our ROUTER and announce themselves with READY; only then are they given work,
+never more requests at once than their credits, the least loaded first. Each model has a bounded FIFO
+queue. A worker that goes silent for HEARTBEAT_LIVENESS intervals, says FATAL, or cannot be sent to is
+lost: its requests go back to the front of the queue once, then fail. Every request has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import zmq
+import zmq.asyncio
+
+from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
+from shared.protocol import (
+    Bye, Cancel, Embed, Failure, Fatal, Heartbeat, Message, ProtocolError, Ready, Reregister, Result, decode, encode,
+)
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 2  # the first try and one retry on another worker
+
+
+@dataclass
+class Job:
+    request_id: int
+    model: str
+    texts: list[str]
+    future: asyncio.Future[Result]
+    queued_at: float
+    attempts: int = 0
+    worker: bytes | None = None
+
+
+@dataclass
+class WorkerState:
+    identity: bytes
+    ready: Ready
+    last_seen: float
+    in_flight: dict[int, Job] = field(default_factory=dict)
+    leaving: bool = False
+
+    @property
+    def free_credits(self) -> int:
+        return 0 if self.leaving else self.ready.credits - len(self.in_flight)
+
+
+@dataclass
+class ModelCounters:
+    requests: int = 0
+    texts: int = 0
+    retried: int = 0
+    failed: int = 0
+    workers_lost: int = 0
+
+
+class Broker:
+    """Owns the ROUTER socket; all methods run on the event loop thread."""
+
+    def __init__(self, settings: Settings, context: zmq.asyncio.Context) -> None:
+        self._settings = settings
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
+        self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._workers: dict[bytes, WorkerState] = {}
+        self._queues: dict[str, deque[Job]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.counters: dict[str, ModelCounters] = {}
+
+    async def start(self) -> None:
+        self._socket.bind(self._settings.worker_bind_address)
+        self._tasks = [asyncio.create_task(self._receive_loop(), name="broker-receive"),
+                       asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")]
+        log.info("broker listening for workers on %s", self._settings.worker_bind_address)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for job in self._all_jobs():
+            if not job.future.done():
+                job.future.set_exception(Unavailable("the gateway is shutting down"))
+        self._socket.close(linger=0)
+
+    def live_workers(self, model: str) -> list[WorkerState]:
+        return [w for w in self._workers.values() if w.ready.model == model and not w.leaving]
+
+    def queue_depth(self, model: str) -> int:
+        return len(self._queues.get(model, ()))
+
+    def dimensions(self, model: str) -> int | None:
+        for worker in self._workers.values():
+            if worker.ready.model == model:
+                return worker.ready.dimensions
+        return None
+
+    async def embed(self, model: str, texts: list[str]) -> Result:
+        """Vectors for `texts` from a worker of `model`; raises a GatewayError subclass on failure."""
+        queue = self._queues.setdefault(model, deque())
+        if len(queue) >= self._settings.max_queue_per_model:
+            raise Overloaded(f"the queue of model {model!r} is full ({len(queue)} requests); retry shortly")
+        loop = asyncio.get_running_loop()
+        job = Job(next(self._ids), model, texts, loop.create_future(), time.monotonic())
+        counters = self.counters.setdefault(model, ModelCounters())
+        counters.requests += 1
+        counters.texts += len(texts)
+        queue.append(job)
+        self._dispatch(model)
+        timeout = self._settings.request_timeout_seconds
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except asyncio.TimeoutError:
+            self._abandon(job)
+            raise GatewayTimeout(f"no result within REQUEST_TIMEOUT_SECONDS={timeout:g}") from None
+        except asyncio.CancelledError:
+            self._abandon(job)  # the client went away: free the worker's credit
+            raise
+
+    def _abandon(self, job: Job) -> None:
+        queue = self._queues.get(job.model)
+        if queue is not None and job in queue:
+            queue.remove(job)
+        worker = self._workers.get(job.worker) if job.worker else None
+        if worker is not None and worker.in_flight.pop(job.request_id, None) is not None:
+            self._send(worker.identity, Cancel(request_id=job.request_id))
+            self._dispatch(job.model)
+
+    def _dispatch(self, model: str) -> None:
+        queue = self._queues.get(model)
+        while queue:
+            candidates = [w for w in self.live_workers(model) if w.free_credits > 0]
+            if not candidates:
+                return
+            worker = min(candidates, key=lambda w: len(w.in_flight))
+            job = queue.popleft()
+            if job.future.done():
+                continue
+            job.worker = worker.identity
+            job.attempts += 1
+            worker.in_flight[job.request_id] = job
+            if not self._send(worker.identity, Embed(request_id=job.request_id, texts=job.texts)):
+                return  # _send declared the worker lost and requeued the job
+
+    def _send(self, identity: bytes, message: Message) -> bool:
+        # pyzmq's asyncio socket tries a NOBLOCK send at once and reports failure on the returned future.
+        sent = self._socket.send_multipart([identity, *encode(message)], flags=zmq.NOBLOCK)
+        error = sent.exception() if sent.done() else None
+        if error is None:
+            return True
+        # EHOSTUNREACH under ROUTER_MANDATORY (the peer is gone) or EAGAIN (it stopped reading).
+        if identity in self._workers:
+            self._lose(identity, f"send failed: {error}")
+        return False
+
+    async def _receive_loop(self) -> None:
+        while True:
+            identity, *frames = await self._socket.recv_multipart(copy=False)
+            try:
+                message = decode(frames)
+            except ProtocolError as exc:
+                log.warning("dropping malformed message from %r: %s", identity.bytes, exc)
+                continue
+            try:
+                self._handle(identity.bytes, message)
+            except Exception:  # one bad message must not stop the broker
+                log.exception("error handling %s", type(message).__name__)
+
+    def _handle(self, identity: bytes, message: Message) -> None:
+        worker = self._workers.get(identity)
+        if isinstance(message, Ready):
+            if worker is None:
+                self._workers[identity] = WorkerState(identity, message, time.monotonic())
+                log.info("worker %s ready (pid %d, %d-d, %d credits)", identity.decode(errors="replace"),
+                         message.pid, message.dimensions, message.credits)
+            else:
+                worker.last_seen = time.monotonic()
+            self._dispatch(message.model)
+            return
+        if worker is None:
+            if not isinstance(message, (Bye, Fatal)):
+                self._send(identity, Reregister())
+            return
+        worker.last_seen = time.monotonic()
+        if isinstance(message, Result) or isinstance(message, Failure):
+            job = worker.in_flight.pop(message.request_id, None)
+            if job is not None and not job.future.done():
+                if isinstance(message, Result):
+                    job.future.set_result(message)
+                else:
+                    job.future.set_exception(WorkerFailed(message.reason))
+            self._dispatch(worker.ready.model)
+        elif isinstance(message, Bye):
+            worker.leaving = True
+            log.info("worker %s is leaving", identity.decode(errors="replace"))
+            self._dispatch(worker.ready.model)
+        elif isinstance(message, Fatal):
+            self._lose(identity, f"worker reported: {message.reason}")
+
+    def _lose(self, identity: bytes, reason: str) -> None:
+        worker = self._workers.pop(identity, None)
+        if worker is None:
+            return
+        model = worker.ready.model
+        counters = self.counters.setdefault(model, ModelCounters())
+        counters.workers_lost += 1
+        log.warning("lost worker %s (%s); %d requests in flight", identity.decode(errors="replace"), reason,
+                    len(worker.in_flight))
+        queue = self._queues.setdefault(model, deque())
+        for job in sorted(worker.in_flight.values(), key=lambda j: j.request_id, reverse=True):
+            if job.future.done():
+                continue
+            if job.attempts < MAX_ATTEMPTS:
+                counters.retried += 1
+                job.worker = None
+                queue.appendleft(job)
+            else:
+                counters.failed += 1
+                job.future.set_exception(Unavailable(f"the worker serving model {model!r} was lost twice"))
+        self._dispatch(model)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self._settings.heartbeat_interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for identity, worker in list(self._workers.items()):
+                if now - worker.last_seen > interval * self._settings.heartbeat_liveness:
+                    self._lose(identity, f"no heartbeat for {now - worker.last_seen:.1f}s")
+                elif identity in self._workers:
+                    self._send(identity, Heartbeat())
+            self._fail_orphans(now)
+
+    def _fail_orphans(self, now: float) -> None:
+        """A model with no live worker answers 503 after WORKER_WAIT_SECONDS rather than queueing forever."""
+        for model, queue in self._queues.items():
+            if not queue or self.live_workers(model):
+                continue
+            wait = self._settings.worker_wait_seconds
+            while queue and now - queue[0].queued_at > wait:
+                job = queue.popleft()
+                if not job.future.done():
+                    self.counters.setdefault(model, ModelCounters()).failed += 1
+                    job.future.set_exception(
+                        Unavailable(f"no live worker for model {model!r} within WORKER_WAIT_SECONDS={wait:g}"))
+
+    def _all_jobs(self) -> list[Job]:
+        jobs = [job for queue in self._queues.values() for job in queue]
+        jobs += [job for worker in self._workers.values() for job in worker.in_flight.values()]
+        return jobs
+
+    def snapshot(self) -> dict[str, object]:
+        """Worker registry and queues, for status and readiness."""
+        return {
+            "workers": [
+                {"identity": w.identity.decode(errors="replace"), "model": w.ready.model, "pid": w.ready.pid,
+                 "in_flight": len(w.in_flight), "leaving": w.leaving, "threads": w.ready.threads}
+                for w in self._workers.values()
+            ],
+            "queues": {model: len(queue) for model, queue in self._queues.items()},
+        }
+

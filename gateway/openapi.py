@@ -1,0 +1,120 @@
+"""The OpenAPI document, built from the endpoints' declared models, and the offline Swagger UI page.
+
+Starlette has no schema generator of its own that knows pydantic models, so each route module declares
+its endpoints as `Endpoint`s and this module turns them into both Starlette routes and the document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.schemas import ErrorResponse
+
+Handler = Callable[[Request], Awaitable[Response]]
+ASSETS_PATH = "/swagger-assets"
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    type: str  # an OpenAPI type: "string", "integer"
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    request_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | None = None
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = (422,)
+    request_content: dict[str, Any] = field(default_factory=dict)  # for non-JSON bodies (uploads)
+    response_content: dict[str, Any] = field(default_factory=dict)
+
+    def route(self) -> Route:
+        return Route(self.path, self.handler, methods=[self.method])
+
+
+def build_document(endpoints: list[Endpoint], title: str, version: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "tags": [endpoint.tag],
+            "operationId": endpoint.handler.__name__,
+            "responses": {},
+        }
+        if endpoint.query:
+            operation["parameters"] = [
+                {"name": q.name, "in": "query", "required": q.required, "description": q.description,
+                 "schema": {"type": q.type}}
+                for q in endpoint.query
+            ]
+        if endpoint.request_model is not None:
+            operation["requestBody"] = {"required": True,
+                                        "content": {"application/json": {"schema": ref(endpoint.request_model)}}}
+        elif endpoint.request_content:
+            operation["requestBody"] = {"required": True, "content": endpoint.request_content}
+        if endpoint.response_model is not None:
+            content = {"application/json": {"schema": ref(endpoint.response_model)}}
+        else:
+            content = endpoint.response_content
+        operation["responses"]["200"] = {"description": "Success", "content": content}
+        for status in endpoint.errors:
+            operation["responses"][str(status)] = {
+                "description": "Error", "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def docs_endpoints(document: dict[str, Any]) -> list[Route]:
+    async def openapi_json(_request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def swagger_ui(_request: Request) -> Response:
+        return HTMLResponse(_SWAGGER_PAGE)
+
+    return [Route("/openapi.json", openapi_json, include_in_schema=False),
+            Route("/", swagger_ui, include_in_schema=False)]
+
+
+_SWAGGER_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Llama Embeddings Service</title>
+  <link rel="stylesheet" href="{ASSETS_PATH}/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{ASSETS_PATH}/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}});
+  </script>
+</body>
+</html>
+"""

@@ -1,0 +1,46 @@
+"""The original service's embedding endpoints, with its paths and field names."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.openapi import Endpoint, QueryParam
+from gateway.schemas import EmbeddingRequest, EmbeddingResponse, ModelNamesResponse, StoredStringsResponse
+from gateway.state import services
+from gateway.validation import parse_json_body, query_int
+
+
+async def get_embedding_vector(request: Request) -> Response:
+    state = services(request)
+    body = await parse_json_body(request, EmbeddingRequest)
+    model = body.chosen_model(state.settings.default_model_name)
+    client = request.client.host if request.client else None
+    [embedded] = await state.embeddings.embed(model, [body.text], client_ip=client)
+    return JSONResponse({"embedding": embedded.vector.tolist(), "model": model,
+                         "dimensions": int(embedded.vector.shape[0]), "cached": embedded.cached})
+
+
+async def get_list_of_available_model_names(request: Request) -> Response:
+    return JSONResponse({"model_names": list(services(request).embeddings.models)})
+
+
+async def get_all_stored_strings(request: Request) -> Response:
+    offset = query_int(request, "offset", 0) or 0
+    limit = query_int(request, "limit", None, minimum=1)
+    strings = await services(request).cache.stored_strings(offset, limit)
+    return JSONResponse({"strings": strings})
+
+
+ENDPOINTS = [
+    Endpoint("POST", "/get_embedding_vector/", get_embedding_vector,
+             "Embedding vector of one text (from the cache when it was computed before)", "embeddings",
+             request_model=EmbeddingRequest, response_model=EmbeddingResponse, errors=(413, 422, 429, 503, 504)),
+    Endpoint("GET", "/get_list_of_available_model_names/", get_list_of_available_model_names,
+             "Names of the models that requests accept", "models", response_model=ModelNamesResponse, errors=()),
+    Endpoint("GET", "/get_all_stored_strings/", get_all_stored_strings,
+             "Every distinct text whose embedding is stored (paginate with offset and limit)", "embeddings",
+             response_model=StoredStringsResponse,
+             query=(QueryParam("offset", "integer", "Texts to skip (default 0)."),
+                    QueryParam("limit", "integer", "At most this many texts (default: all)."))),
+]

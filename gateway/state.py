@@ -1,0 +1,26 @@
+"""What the gateway's handlers share, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from gateway.broker import Broker
+from gateway.cache import VectorCache
+from gateway.embedding_service import EmbeddingService
+from gateway.writer_link import WriterLink
+from shared.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    broker: Broker
+    cache: VectorCache
+    writer: WriterLink
+    embeddings: EmbeddingService
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]

@@ -1,0 +1,113 @@
+"""The gateway's link to the writer process: rows go out in batches and stay here until acknowledged.
+
+The writer acknowledges a batch only after it is committed, so a batch whose ACK has not come within
+WRITE_ACK_TIMEOUT_SECONDS is sent again (a restarted writer gets everything a killed one had not committed;
+inserts are idempotent on (text_hash, model_name)). Nothing a client was given is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from shared.protocol import Ack, ProtocolError, Write, decode, encode
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Unacked:
+    message: Write
+    sent_at: float
+
+
+class WriterLink:
+    def __init__(self, settings: Settings, context: zmq.asyncio.Context) -> None:
+        self._settings = settings
+        self._socket = context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._buffer: list[dict[str, Any]] = []
+        self._unacked: dict[int, _Unacked] = {}
+        self._ids = itertools.count(1)
+        self._flush_soon: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.acknowledged_rows = 0
+
+    async def start(self) -> None:
+        self._socket.connect(self._settings.writer_address)
+        self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
+                       asyncio.create_task(self._resend_loop(), name="writer-resend")]
+
+    @property
+    def unacknowledged_rows(self) -> int:
+        return len(self._buffer) + sum(len(u.message.rows) for u in self._unacked.values())
+
+    def enqueue(self, rows: list[dict[str, Any]]) -> None:
+        """Queue rows for the writer; they leave within DB_FLUSH_INTERVAL_MS or when a batch is full."""
+        self._buffer.extend(rows)
+        if len(self._buffer) >= self._settings.db_write_batch_size:
+            self.flush()
+        elif self._flush_soon is None:
+            loop = asyncio.get_running_loop()
+            self._flush_soon = loop.call_later(self._settings.db_flush_interval_ms / 1000, self.flush)
+
+    def flush(self) -> None:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if not self._buffer:
+            return
+        message = Write(batch_id=next(self._ids), rows=self._buffer)
+        self._buffer = []
+        self._unacked[message.batch_id] = _Unacked(message, time.monotonic())
+        self._send(message)
+
+    def _send(self, message: Write) -> None:
+        sent = self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
+        if sent.done() and sent.exception() is not None:
+            log.debug("writer not reachable; batch %d will be re-sent", message.batch_id)
+
+    async def _ack_loop(self) -> None:
+        while True:
+            frames = await self._socket.recv_multipart()
+            try:
+                message = decode(frames)
+            except ProtocolError as exc:
+                log.warning("dropping malformed message from writer: %s", exc)
+                continue
+            if isinstance(message, Ack) and self._unacked.pop(message.batch_id, None) is not None:
+                self.acknowledged_rows += message.committed
+
+    async def _resend_loop(self) -> None:
+        timeout = self._settings.write_ack_timeout_seconds
+        while True:
+            await asyncio.sleep(timeout / 2)
+            now = time.monotonic()
+            for unacked in list(self._unacked.values()):
+                if now - unacked.sent_at > timeout:
+                    log.warning("batch %d (%d rows) not acknowledged in %.1fs; re-sending",
+                                unacked.message.batch_id, len(unacked.message.rows), now - unacked.sent_at)
+                    unacked.sent_at = now
+                    self._send(unacked.message)
+
+    async def drain(self, timeout: float) -> bool:
+        """Flush and wait for every batch to be acknowledged (at shutdown); False if time ran out."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while self._unacked and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not self._unacked
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._socket.close(linger=0)

@@ -1,0 +1,1 @@
+"""What every process of the service shares: settings, wire protocol, schema, logging, process lifecycle."""

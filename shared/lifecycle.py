@@ -1,0 +1,52 @@
+"""The prologue every child process runs first, and its stop flag.
+
+Children die with their parent (PR_SET_PDEATHSIG), name themselves in `ps`, dump tracebacks on fatal
+signals, and turn SIGTERM/SIGINT into a flag: signal handlers never touch sockets or queues.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import signal
+import threading
+from types import FrameType
+
+import setproctitle
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; main loops poll it or wait on it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def install(self) -> "StopFlag":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        return self
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+def child_prologue(title: str) -> None:
+    """Name the process, die with the parent, and dump tracebacks on SIGSEGV/SIGABRT."""
+    setproctitle.setproctitle(title)
+    faulthandler.enable()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the supervisor's stop still reaches us
+        pass

@@ -1,0 +1,230 @@
+"""Every message that crosses a process boundary, and its encoding.
+
+A message travels as ZeroMQ frames `[type: 1 byte] [header: msgpack] [raw frames...]` (a ROUTER adds the
+peer identity in front). The type byte is read without decoding anything; vectors ride as raw float32 frames
+and are read back with `np.frombuffer`, so no float ever becomes a Python object on the way.
+
+Nothing else in the project builds or parses frames: call `encode(message)` and `decode(frames)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import IntEnum
+from typing import Any, ClassVar, Sequence, Union
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(ValueError):
+    """A frame sequence that is not a message of this protocol."""
+
+
+class Kind(IntEnum):
+    READY = 1
+    HEARTBEAT = 2
+    EMBED = 3
+    RESULT = 4
+    FAILURE = 5
+    CANCEL = 6
+    BYE = 7
+    FATAL = 8
+    REREGISTER = 9
+    WRITE = 10
+    ACK = 11
+    STATUS = 12
+    CONTROL = 13
+    CONTROL_REPLY = 14
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Worker → gateway: the model is loaded; the worker may be given up to `credits` requests at once."""
+
+    KIND: ClassVar[Kind] = Kind.READY
+    model: str
+    worker_id: int
+    pid: int
+    dimensions: int
+    max_tokens: int
+    credits: int
+    threads: int
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Either way, every heartbeat interval. Any message proves liveness; this one is sent when idle."""
+
+    KIND: ClassVar[Kind] = Kind.HEARTBEAT
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Gateway → worker: embed these texts (one request; the worker batches across requests)."""
+
+    KIND: ClassVar[Kind] = Kind.EMBED
+    request_id: int
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class Result:
+    """Worker → gateway: one L2-normalised float32 row per text, in order, and the tokens each used."""
+
+    KIND: ClassVar[Kind] = Kind.RESULT
+    request_id: int
+    token_counts: list[int]
+    vectors: np.ndarray = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Worker → gateway: this request cannot be served; `reason` is shown to the client."""
+
+    KIND: ClassVar[Kind] = Kind.FAILURE
+    request_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Gateway → worker, best effort: the client gave up on this request."""
+
+    KIND: ClassVar[Kind] = Kind.CANCEL
+    request_id: int
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Worker → gateway: send me nothing new; I finish what I hold, then exit."""
+
+    KIND: ClassVar[Kind] = Kind.BYE
+
+
+@dataclass(frozen=True)
+class Fatal:
+    """Worker → gateway: I am about to die; requeue what I hold."""
+
+    KIND: ClassVar[Kind] = Kind.FATAL
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reregister:
+    """Gateway → a peer it does not know (e.g. after a gateway restart): send READY again."""
+
+    KIND: ClassVar[Kind] = Kind.REREGISTER
+
+
+@dataclass(frozen=True)
+class Write:
+    """Gateway → writer: store these rows. `batch_id` makes a re-send after a writer restart idempotent."""
+
+    KIND: ClassVar[Kind] = Kind.WRITE
+    batch_id: int
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Writer → gateway: the batch is committed (or was already)."""
+
+    KIND: ClassVar[Kind] = Kind.ACK
+    batch_id: int
+    committed: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """Any child → supervisor's event socket: who I am, my state and my counters. Sent every second."""
+
+    KIND: ClassVar[Kind] = Kind.STATUS
+    role: str
+    pid: int
+    state: str
+    model: str = ""
+    worker_id: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Control:
+    """CLI → supervisor's control socket."""
+
+    KIND: ClassVar[Kind] = Kind.CONTROL
+    command: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControlReply:
+    """Supervisor → CLI. `error` is empty on success."""
+
+    KIND: ClassVar[Kind] = Kind.CONTROL_REPLY
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+Message = Union[
+    Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
+    ControlReply,
+]
+_BY_KIND: dict[int, type] = {
+    cls.KIND: cls
+    for cls in (Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status,
+                Control, ControlReply)
+}
+_EMPTY = msgpack.packb({})
+
+
+def encode(message: Message) -> list[bytes]:
+    """Frames for `message`, without any routing identity."""
+    kind = bytes((message.KIND,))
+    if isinstance(message, Result):
+        vectors = np.ascontiguousarray(message.vectors, dtype=np.float32)
+        header = {"request_id": message.request_id, "token_counts": message.token_counts,
+                  "shape": list(vectors.shape)}
+        return [kind, msgpack.packb(header), vectors.tobytes()]
+    values = asdict(message)
+    return [kind, msgpack.packb(values) if values else _EMPTY]
+
+
+def decode(frames: Sequence[bytes | memoryview]) -> Message:
+    """The message in `frames` (identity already removed). Raises ProtocolError on anything malformed."""
+    if len(frames) < 2 or len(frames[0]) != 1:
+        raise ProtocolError(f"expected [type, header, ...], got {len(frames)} frames")
+    cls = _BY_KIND.get(bytes(frames[0])[0])
+    if cls is None:
+        raise ProtocolError(f"unknown message type {bytes(frames[0])[0]}")
+    try:
+        header = msgpack.unpackb(frames[1], strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"undecodable {cls.__name__} header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(f"{cls.__name__} header is not a map")
+    try:
+        if cls is Result:
+            shape = tuple(header.pop("shape"))
+            if len(frames) != 3:
+                raise ProtocolError("RESULT needs one vector frame")
+            vectors = np.frombuffer(frames[2], dtype=np.float32).reshape(shape)
+            return Result(vectors=vectors, **header)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in header.items() if k in known})
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc
+
+
+def kind_of(frames: Sequence[bytes | memoryview]) -> Kind | None:
+    """The message type, read from the first byte without decoding the header."""
+    if not frames or len(frames[0]) != 1:
+        return None
+    try:
+        return Kind(bytes(frames[0])[0])
+    except ValueError:
+        return None

@@ -1,0 +1,101 @@
+"""The SQLite schema, shared by the writer (the only process that writes) and the readers.
+
+Table and column names follow the original service so its databases and reports stay readable; the vector
+is stored as float32 bytes rather than JSON text (JSON made a 4096-d row about 80 KB and every index build
+a parse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from sqlalchemy import (
+    Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    UniqueConstraint, create_engine, event,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("text_hash", String(64), nullable=False),
+    Column("model_name", String, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("dimensions", Integer, nullable=False),
+    Column("ip_address", String),
+    Column("request_time", DateTime),
+    Column("response_time", DateTime),
+    Column("total_time", Float),
+    Column("document_id", Integer, ForeignKey("documents.id"), nullable=True),
+    UniqueConstraint("text_hash", "model_name", name="uq_embeddings_text_hash_model"),
+    Index("ix_embeddings_model_id", "model_name", "id"),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model_name", String, nullable=False),
+    Column("document_hash", String(64), nullable=False),
+    Column("filename", String),
+    Column("mimetype", String),
+    Column("sentence_count", Integer),
+    Column("created_at", DateTime),
+    UniqueConstraint("document_hash", "model_name", name="uq_documents_hash_model"),
+)
+
+document_embeddings = Table(
+    "document_embeddings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("document_id", Integer, ForeignKey("documents.id"), nullable=False),
+    Column("filename", String),
+    Column("mimetype", String),
+    Column("file_hash", String(64), nullable=False),
+    Column("model_name", String, nullable=False),
+    Column("file_data", LargeBinary),
+    Column("document_embedding_results_json", LargeBinary),
+    Column("ip_address", String),
+    Column("request_time", DateTime),
+    Column("response_time", DateTime),
+    Column("total_time", Float),
+    UniqueConstraint("file_hash", "model_name", name="uq_document_embeddings_hash_model"),
+)
+
+
+def text_hash(text: str) -> str:
+    """The cache key's text part, as in the original service: SHA3-256 of the UTF-8 text."""
+    return hashlib.sha3_256(text.encode("utf-8")).hexdigest()
+
+
+def sqlite_engine(path: Path, *, read_only: bool = False) -> Engine:
+    """An engine with the pragmas every connection needs; readers open the file read-only."""
+    if read_only:
+        engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", pool_size=8, max_overflow=8)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # SQLAlchemy's pysqlite driver starts transactions lazily; we issue BEGIN ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 5000")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+        # A deferred BEGIN that later writes can fail with SQLITE_BUSY; writers take the lock up front.
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine

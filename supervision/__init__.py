@@ -1,0 +1,1 @@
+"""The supervisor: starts, watches, scales and stops every process of one service instance."""

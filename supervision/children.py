@@ -1,0 +1,92 @@
+"""Child processes as the supervisor sees them: how they are started and how their end is described."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from shared.protocol import Status
+from shared.settings import PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    role: str  # "writer", "gateway" or "worker"
+    model: str = ""
+    worker_id: int = 0
+    threads: int = 0
+    model_path: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"worker {self.model}#{self.worker_id}" if self.role == "worker" else self.role
+
+    def argv(self, served_models: tuple[str, ...], foreground: bool) -> list[str]:
+        extra = ["--foreground"] if foreground else []
+        if self.role == "gateway":
+            return [sys.executable, "-m", "gateway", "--models", ",".join(served_models), *extra]
+        if self.role == "writer":
+            return [sys.executable, "-m", "workers", "writer", *extra]
+        return [sys.executable, "-m", "workers", "embedder", "--model", self.model, "--worker-id",
+                str(self.worker_id), "--threads", str(self.threads), "--model-path", self.model_path, *extra]
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    process: subprocess.Popen[bytes]
+    started_at: float = field(default_factory=time.monotonic)
+    status: Status | None = None
+    ready: bool = False
+    stopping_since: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def terminate(self) -> None:
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+def spawn(spec: ChildSpec, env: dict[str, str], served_models: tuple[str, ...], foreground: bool,
+          stderr: IO[bytes] | None) -> Child:
+    """Start `spec` as `python -m ...` from the project root with exactly `env`."""
+    process = subprocess.Popen(
+        spec.argv(served_models, foreground), cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
+        stdout=None if foreground else subprocess.DEVNULL, stderr=None if foreground else stderr,
+    )
+    return Child(spec, process)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def child_environment(base: dict[str, str], settings_env: dict[str, str]) -> dict[str, str]:
+    """The environment every child gets: ours, with paths made absolute so that all processes agree."""
+    env = {**base, **settings_env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), base.get("PYTHONPATH", "")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def pid_file(run_dir: Path) -> Path:
+    return run_dir / "supervisor.pid"

@@ -1,0 +1,198 @@
+"""`python supervisor.py COMMAND`: start, stop, status, scale, and model management."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from modelstore.catalogue import Catalogue, load_catalogue
+from shared.lifecycle import StopFlag
+from shared.logs import configure_logging
+from shared.settings import PROJECT_ROOT, Settings, load_settings
+from supervision.children import child_environment, pid_file
+from supervision.control import CommandFailed, NotRunning, is_running, send_command
+from supervision.supervisor import Desired, Supervisor
+
+log = logging.getLogger("supervisor")
+
+
+def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
+    """One worker set per served model: MODELS_TO_SERVE, or every installed model."""
+    names = list(settings.models_to_serve) or [entry.name for entry in catalogue.installed(settings.models_dir)]
+    missing = [name for name in names if not catalogue[name].is_installed(settings.models_dir)]
+    if missing:
+        raise SystemExit(f"models not installed: {', '.join(missing)} (run `supervisor.py models pull NAME`)")
+    if not names:
+        raise SystemExit("no model is installed; run `supervisor.py models pull NAME`")
+    if settings.default_model_name not in names:
+        raise SystemExit(f"DEFAULT_MODEL_NAME {settings.default_model_name!r} is not among the served models {names}")
+    return Desired(workers={name: settings.workers_per_model for name in names},
+                   model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in names})
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    return {"DATA_DIR": str(settings.data_dir), "MODELS_DIR": str(settings.models_dir),
+            "DATABASE_URL": f"sqlite:///{settings.database_path}"}
+
+
+def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    if is_running(settings.control_address):
+        print(f"already running for DATA_DIR {settings.data_dir}", file=sys.stderr)
+        return 1
+    from modelstore.install import ensure_installed
+
+    catalogue = load_catalogue(settings.models_dir)
+    ensure_installed(settings.default_models, settings.models_dir, catalogue)
+    _desired(settings, catalogue)  # fail here, in the user's terminal, on a bad configuration
+    if args.foreground:
+        return _run(settings, foreground=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.log_dir / "supervisor.out", "ab") as out:
+        process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "supervisor.py"), "run"],
+                                   env=child_environment(dict(os.environ), _settings_env(settings)),
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + settings.startup_timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            print(f"the supervisor exited during start-up; see {settings.log_dir / 'supervisor.out'}", file=sys.stderr)
+            return 1
+        try:
+            status = send_command(settings.control_address, "status", timeout=1.0)
+        except NotRunning:
+            time.sleep(0.2)
+            continue
+        if status["ready"]:
+            print(f"ready: http://{settings.listen_host}:{settings.listen_port}/ (supervisor pid {process.pid})")
+            return 0
+        time.sleep(0.2)
+    print(f"not ready after STARTUP_TIMEOUT_SECONDS={settings.startup_timeout_seconds:g}; stopping", file=sys.stderr)
+    cmd_stop(settings, args)
+    return 1
+
+
+def _run(settings: Settings, foreground: bool) -> int:
+    configure_logging("supervisor", settings.log_dir, settings.log_level, to_stdout=foreground)
+    desired = _desired(settings, load_catalogue(settings.models_dir))
+    stop = StopFlag().install()
+    pid_path = pid_file(settings.run_dir)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    pid_path.write_text(str(os.getpid()))
+    env = child_environment(dict(os.environ), _settings_env(settings))
+    with open(settings.log_dir / "children.err", "ab") as stderr:
+        try:
+            Supervisor(settings, desired, env, foreground, stderr=stderr).run(stop)
+        finally:
+            pid_path.unlink(missing_ok=True)
+    log.info("stopped")
+    return 0
+
+
+def cmd_stop(settings: Settings, _args: argparse.Namespace) -> int:
+    try:
+        reply = send_command(settings.control_address, "stop")
+    except NotRunning:
+        print(f"not running for DATA_DIR {settings.data_dir}")
+        return 0
+    pid = int(reply["pid"])
+    deadline = time.monotonic() + settings.stop_timeout_seconds * 3 + 5
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    print("stopped")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        status = send_command(settings.control_address, "status")
+    except NotRunning as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"supervisor pid {status['pid']}  port {status['port']}  data {status['data_dir']}  "
+          f"{'ready' if status['ready'] else 'not ready'}")
+    header = f"{'ROLE':8} {'MODEL':24} {'PID':>7} {'STATE':9} {'RSS MB':>8} {'THREADS':>7} {'REQUESTS':>9}  MAPPED FROM"
+    print(header)
+    for row in status["processes"]:
+        print(f"{row['role']:8} {row['model'] or '-':24} {row['pid']:>7} {row['state']:9} "
+              f"{row['rss_bytes'] / 2**20:>8.1f} {row['threads'] or '-':>7} {row['requests']:>9}  {row['mapped_from'] or '-'}")
+    if status["failed_models"]:
+        print(f"failed models: {', '.join(status['failed_models'])}")
+    return 0
+
+
+def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        reply = send_command(settings.control_address, "scale", {"model": args.model, "count": args.count})
+    except (NotRunning, CommandFailed) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{reply['model']}: {reply['count']} workers, {reply['threads_per_worker']} threads each")
+    return 0
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from modelstore import install
+
+    catalogue = load_catalogue(settings.models_dir)
+    if args.action == "list":
+        print(f"{'NAME':26} {'INSTALLED':9} {'SIZE MB':>9} {'DIMS':>5} {'POOLING':7}  PATH")
+        for name in catalogue.names():
+            entry = catalogue[name]
+            path = entry.installed_path(settings.models_dir)
+            size = path.stat().st_size if path.is_file() else entry.size_bytes
+            print(f"{name:26} {'yes' if path.is_file() else 'no':9} {size / 2**20:>9.1f} {entry.dimensions:>5} "
+                  f"{entry.pooling:7}  {path}")
+        return 0
+    if args.action == "pull":
+        path = install.install(catalogue[args.target], settings.models_dir)
+        print(f"installed {args.target} at {path}")
+        return 0
+    entry = install.import_folder(Path(args.target), settings.models_dir, name=args.name)
+    print(f"imported {entry.name} ({entry.dimensions}-d) at {entry.installed_path(settings.models_dir)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="supervisor.py", description="Llama Embeddings Service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("start", help="prepare default models, start every process, wait until ready")
+    start.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    commands.add_parser("run", help=argparse.SUPPRESS)
+    commands.add_parser("stop", help="stop every process of this instance (DATA_DIR)")
+    status = commands.add_parser("status", help="role, model, pid, state, memory and requests of each process")
+    status.add_argument("--json", action="store_true")
+    scale = commands.add_parser("scale", help="set the number of workers of a model")
+    scale.add_argument("model")
+    scale.add_argument("count", type=int)
+    models = commands.add_parser("models", help="list, pull or import models")
+    model_actions = models.add_subparsers(dest="action", required=True)
+    model_actions.add_parser("list")
+    pull = model_actions.add_parser("pull")
+    pull.add_argument("target", metavar="NAME")
+    import_ = model_actions.add_parser("import", help="a sentence-transformers folder or a .gguf file")
+    import_.add_argument("target", metavar="PATH")
+    import_.add_argument("--name")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "run":
+        return _run(settings, foreground=False)
+    handlers = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "scale": cmd_scale,
+                "models": cmd_models}
+    if args.command == "models":
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return handlers[args.command](settings, args)

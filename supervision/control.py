@@ -1,0 +1,46 @@
+"""The CLI's side of the supervisor's control socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from shared.protocol import Control, ControlReply, decode, encode
+
+
+class NotRunning(RuntimeError):
+    """No supervisor answered on this instance's control socket."""
+
+
+class CommandFailed(RuntimeError):
+    """The supervisor refused the command; the message says why."""
+
+
+def send_command(address: str, command: str, arguments: dict[str, Any] | None = None,
+                 timeout: float = 3.0) -> dict[str, Any]:
+    context = zmq.Context()
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(address)
+        socket.send_multipart(encode(Control(command=command, arguments=arguments or {})))
+        if not socket.poll(int(timeout * 1000)):
+            raise NotRunning(f"no supervisor answered on {address} within {timeout:g}s")
+        reply = decode(socket.recv_multipart())
+    finally:
+        socket.close(linger=0)
+        context.term()
+    if not isinstance(reply, ControlReply):
+        raise CommandFailed(f"unexpected reply {type(reply).__name__}")
+    if reply.error:
+        raise CommandFailed(reply.error)
+    return reply.data
+
+
+def is_running(address: str) -> bool:
+    try:
+        send_command(address, "status", timeout=1.0)
+        return True
+    except NotRunning:
+        return False

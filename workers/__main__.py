@@ -1,0 +1,60 @@
+"""Entry point of every worker process: `python -m workers embedder ...` or `python -m workers writer`.
+
+The supervisor starts children this way with an explicit environment; settings come from that environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from shared.lifecycle import StopFlag, child_prologue
+from shared.logs import configure_logging
+from shared.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    roles = parser.add_subparsers(dest="role", required=True)
+    embedder = roles.add_parser("embedder", help="serve one model")
+    embedder.add_argument("--model", required=True)
+    embedder.add_argument("--worker-id", type=int, required=True)
+    embedder.add_argument("--threads", type=int, required=True)
+    embedder.add_argument("--model-path", required=True)
+    embedder.add_argument("--foreground", action="store_true", help="also log to stdout")
+    writer = roles.add_parser("writer", help="the single SQLite writer")
+    writer.add_argument("--foreground", action="store_true")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    stop = StopFlag().install()
+
+    if args.role == "writer":
+        child_prologue("llama-embeddings: writer")
+        configure_logging("writer", settings.log_dir, settings.log_level, to_stdout=args.foreground)
+        from workers.writer.process import run_writer
+
+        run_writer(settings, stop)
+        return 0
+
+    child_prologue(f"llama-embeddings: worker {args.model}#{args.worker_id}")
+    configure_logging(f"worker-{args.model}-{args.worker_id}", settings.log_dir, settings.log_level,
+                      to_stdout=args.foreground)
+    from modelstore.catalogue import load_catalogue
+    from workers.embedder.engine import EngineConfig
+    from workers.embedder.process import WorkerIdentity, run_embedder
+
+    entry = load_catalogue(settings.models_dir)[args.model]
+    config = EngineConfig(model_path=args.model_path, pooling=entry.pooling, max_tokens=entry.max_tokens,
+                          threads=args.threads, token_budget=settings.batch_token_budget)
+    try:
+        run_embedder(settings, stop, WorkerIdentity(args.model, args.worker_id, os.getpid()), config)
+    except Exception:
+        logging.getLogger("workers").exception("worker failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

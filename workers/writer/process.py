@@ -1,0 +1,99 @@
+"""The writer's main loop: receive WRITE batches, commit them in groups, acknowledge after commit.
+
+Rows arrive already grouped by the gateway; the writer merges whatever arrived within DB_FLUSH_INTERVAL_MS
+(or up to DB_WRITE_BATCH_SIZE rows) into one transaction, because SQLite's cost is per commit, not per row.
+An ACK is sent only after the commit, so the gateway re-sends anything a killed writer had not committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from shared.events import StatusReporter
+from shared.lifecycle import StopFlag
+from shared.protocol import Ack, ProtocolError, Status, Write, decode, encode
+from shared.settings import Settings
+from workers.writer.store import EmbeddingStore, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    batches: list[tuple[bytes, Write]] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0
+
+    def add(self, identity: bytes, message: Write) -> None:
+        if not self.batches:
+            self.since = time.monotonic()
+        self.batches.append((identity, message))
+        self.rows += len(message.rows)
+
+
+def run_writer(settings: Settings, stop: StopFlag) -> None:
+    store = EmbeddingStore(
+        settings.database_path,
+        RetryPolicy(settings.max_retries, settings.retry_delay_base_seconds, settings.jitter_factor),
+    )
+    context = zmq.Context()
+    socket = context.socket(zmq.ROUTER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.bind(settings.writer_address)
+    reporter = StatusReporter(context, settings.events_address)
+    pending = _Pending()
+    committed = 0
+    flush_interval = settings.db_flush_interval_ms / 1000
+    next_status = 0.0
+    log.info("writer ready on %s, database %s", settings.writer_address, settings.database_path)
+    try:
+        while not stop.is_set():
+            timeout_ms = 100 if not pending.batches else max(0, int((pending.since + flush_interval - time.monotonic()) * 1000))
+            if socket.poll(timeout_ms):
+                while True:
+                    try:
+                        identity, *frames = socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        message = decode(frames)
+                    except ProtocolError as exc:
+                        log.warning("dropping malformed message: %s", exc)
+                        continue
+                    if isinstance(message, Write):
+                        pending.add(identity, message)
+            due = pending.batches and (
+                pending.rows >= settings.db_write_batch_size or time.monotonic() - pending.since >= flush_interval
+            )
+            if due:
+                committed += _flush(store, socket, pending)
+                pending = _Pending()
+            if time.monotonic() >= next_status:
+                reporter.send(Status(role="writer", pid=os.getpid(), state="ready",
+                                     counters={"committed_rows": committed, "pending_rows": pending.rows}))
+                next_status = time.monotonic() + 1.0
+        if pending.batches:
+            committed += _flush(store, socket, pending)
+    finally:
+        log.info("writer stopping; %d rows committed in this run", committed)
+        reporter.close()
+        socket.close(linger=0)
+        context.term()
+        store.close()
+
+
+def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending) -> int:
+    rows = [row for _, message in pending.batches for row in message.rows]
+    inserted = store.insert_embeddings(rows)
+    for identity, message in pending.batches:
+        try:
+            socket.send_multipart([identity, *encode(Ack(batch_id=message.batch_id, committed=len(message.rows)))])
+        except zmq.ZMQError as exc:  # the gateway went away; it re-sends on reconnect
+            log.warning("could not acknowledge batch %d: %s", message.batch_id, exc)
+    log.debug("committed %d rows (%d new) from %d batches", len(rows), inserted, len(pending.batches))
+    return inserted

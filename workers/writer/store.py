@@ -1,0 +1,88 @@
+"""The writer's side of the database: idempotent batched inserts with retry on a locked database."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.exc import OperationalError
+
+from shared.schema import embeddings, metadata, sqlite_engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for `database is locked` (MAX_RETRIES, RETRY_DELAY_BASE_SECONDS, JITTER_FACTOR)."""
+
+    max_retries: int
+    delay_base_seconds: float
+    jitter_factor: float
+
+    def run(self, operation: Callable[[], T]) -> T:
+        for attempt in range(self.max_retries + 1):
+            try:
+                return operation()
+            except OperationalError as exc:
+                if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                    raise
+                if attempt == self.max_retries:
+                    raise
+                delay = self.delay_base_seconds * (2**attempt)
+                delay += random.uniform(0, delay * self.jitter_factor)
+                log.warning("database locked (attempt %d/%d); retrying in %.3fs", attempt + 1, self.max_retries, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
+
+
+class EmbeddingStore:
+    """Owns the only read-write connection to the database."""
+
+    def __init__(self, path: Path, retry: RetryPolicy) -> None:
+        self._engine = sqlite_engine(path)
+        self._retry = retry
+        metadata.create_all(self._engine)
+
+    def insert_embeddings(self, rows: list[dict[str, Any]]) -> int:
+        """Insert rows in one transaction; rows already present (same text_hash and model) are left as they are."""
+        if not rows:
+            return 0
+        values = [
+            {
+                "text": row["text"],
+                "text_hash": row["text_hash"],
+                "model_name": row["model_name"],
+                "embedding": row["embedding"],
+                "dimensions": row["dimensions"],
+                "ip_address": row.get("ip_address"),
+                "request_time": _timestamp(row.get("request_time")),
+                "response_time": _timestamp(row.get("response_time")),
+                "total_time": row.get("total_time"),
+                "document_id": row.get("document_id"),
+            }
+            for row in rows
+        ]
+        statement = insert(embeddings).on_conflict_do_nothing(index_elements=["text_hash", "model_name"])
+
+        def write() -> int:
+            with self._engine.begin() as connection:
+                return connection.execute(statement, values).rowcount or 0
+
+        return self._retry.run(write)
+
+    def close(self) -> None:
+        self._engine.dispose()
