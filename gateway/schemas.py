@@ -27,6 +27,17 @@ class EmbeddingResponse(BaseModel):
     cached: bool = Field(..., description="True when the vector came from the cache.")
 
 
+class EmbeddingsRequest(ModelChoice):
+    texts: list[str] = Field(..., description="Texts to embed, in order.", examples=[["Hello", "world"]])
+
+
+class EmbeddingsResponse(BaseModel):
+    embeddings: list[list[float]] = Field(..., description="One L2-normalised vector per text, in input order.")
+    model: str
+    dimensions: int
+    cached: list[bool]
+
+
 class ModelNamesResponse(BaseModel):
     model_names: list[str]
 

@@ -56,6 +56,7 @@ class Settings:
     startup_timeout_seconds: float
     stop_timeout_seconds: float
     max_text_chars: int
+    max_batch_texts: int
     log_level: str
     env: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -134,6 +135,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         startup_timeout_seconds=float(get("STARTUP_TIMEOUT_SECONDS", 180.0, float)),  # type: ignore[arg-type]
         stop_timeout_seconds=float(get("STOP_TIMEOUT_SECONDS", 15.0, float)),  # type: ignore[arg-type]
         max_text_chars=int(get("MAX_TEXT_CHARS", 100_000, int)),  # type: ignore[arg-type]
+        max_batch_texts=int(get("MAX_BATCH_TEXTS", 2048, int)),  # type: ignore[arg-type]
         log_level=str(get("LOG_LEVEL", "INFO")).upper(),
         env={**overrides},
     )

@@ -241,7 +241,8 @@ class Supervisor:
             rows.append({"role": child.spec.role, "model": child.spec.model, "worker_id": child.spec.worker_id,
                          "pid": child.pid, "state": state, "rss_bytes": rss, "threads": child.spec.threads,
                          "requests": counters.get("requests", 0), "texts": counters.get("texts", 0),
-                         "counters": counters, "mapped_from": detail.get("mapped_from", "")})
+                         "counters": counters, "mapped_from": detail.get("mapped_from", ""),
+                         "workers": detail.get("workers", [])})
         ready = bool(rows) and all(r["state"] == "ready" for r in rows) and all(
             sum(1 for r in rows if r["model"] == model and r["state"] == "ready") >= count
             for model, count in self._desired.workers.items() if model not in self._failed_models)

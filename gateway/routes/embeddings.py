@@ -6,7 +6,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import Endpoint, QueryParam
-from gateway.schemas import EmbeddingRequest, EmbeddingResponse, ModelNamesResponse, StoredStringsResponse
+from gateway.errors import BadRequest
+from gateway.schemas import (
+    EmbeddingRequest, EmbeddingResponse, EmbeddingsRequest, EmbeddingsResponse, ModelNamesResponse,
+    StoredStringsResponse,
+)
 from gateway.state import services
 from gateway.validation import parse_json_body, query_int
 
@@ -19,6 +23,19 @@ async def get_embedding_vector(request: Request) -> Response:
     [embedded] = await state.embeddings.embed(model, [body.text], client_ip=client)
     return JSONResponse({"embedding": embedded.vector.tolist(), "model": model,
                          "dimensions": int(embedded.vector.shape[0]), "cached": embedded.cached})
+
+
+async def get_embedding_vectors(request: Request) -> Response:
+    state = services(request)
+    body = await parse_json_body(request, EmbeddingsRequest)
+    model = body.chosen_model(state.settings.default_model_name)
+    if len(body.texts) > state.settings.max_batch_texts:
+        raise BadRequest(f"{len(body.texts)} texts in one request; MAX_BATCH_TEXTS is {state.settings.max_batch_texts}")
+    client = request.client.host if request.client else None
+    embedded = await state.embeddings.embed(model, body.texts, client_ip=client)
+    dimensions = int(embedded[0].vector.shape[0]) if embedded else 0
+    return JSONResponse({"embeddings": [item.vector.tolist() for item in embedded], "model": model,
+                         "dimensions": dimensions, "cached": [item.cached for item in embedded]})
 
 
 async def get_list_of_available_model_names(request: Request) -> Response:
@@ -36,6 +53,9 @@ ENDPOINTS = [
     Endpoint("POST", "/get_embedding_vector/", get_embedding_vector,
              "Embedding vector of one text (from the cache when it was computed before)", "embeddings",
              request_model=EmbeddingRequest, response_model=EmbeddingResponse, errors=(413, 422, 429, 503, 504)),
+    Endpoint("POST", "/get_embedding_vectors/", get_embedding_vectors,
+             "Embedding vectors of several texts in one request, in input order", "embeddings",
+             request_model=EmbeddingsRequest, response_model=EmbeddingsResponse, errors=(413, 422, 429, 503, 504)),
     Endpoint("GET", "/get_list_of_available_model_names/", get_list_of_available_model_names,
              "Names of the models that requests accept", "models", response_model=ModelNamesResponse, errors=()),
     Endpoint("GET", "/get_all_stored_strings/", get_all_stored_strings,

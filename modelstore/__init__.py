@@ -1,0 +1,1 @@
+"""Model storage: locating, converting and cataloguing embedding models."""

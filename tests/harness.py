@@ -1,0 +1,110 @@
+"""Starts the real service as a user does (`supervisor.py start`) on a free port in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Service:
+    data_dir: Path
+    models_dir: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    known_pids: set[int] = field(default_factory=set)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("LLAMA_EMBEDDING")}
+        env.update({
+            "DATA_DIR": str(self.data_dir),
+            "MODELS_DIR": str(self.models_dir),
+            "LLAMA_EMBEDDING_SERVER_LISTEN_PORT": str(self.port),
+            "LLAMA_EMBEDDING_SERVER_LISTEN_HOST": "127.0.0.1",
+            "LLAMA_EMBEDDINGS_CONFIG": str(self.data_dir / "no-config.env"),
+        })
+        env.update(self.env_overrides)
+        return env
+
+    def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, str(PROJECT_ROOT / "supervisor.py"), *args], env=self.env,
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"supervisor.py {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self) -> "Service":
+        self.cli("start")
+        self.remember_pids()
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def remember_pids(self) -> None:
+        status = self.status()
+        self.known_pids |= {status["pid"], *(row["pid"] for row in status["processes"])}
+
+    def workers(self, model: str | None = None) -> list[dict[str, Any]]:
+        return [row for row in self.status()["processes"]
+                if row["role"] == "worker" and (model is None or row["model"] == model)]
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0, message: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+    def stop(self) -> None:
+        try:
+            self.remember_pids()
+        except AssertionError:
+            pass
+        self.cli("stop", check=False)
+
+    def leftover_processes(self) -> list[int]:
+        alive = []
+        for pid in self.known_pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    def client(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def embed(self, text: str, model: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": text}
+        if model:
+            body["model_name"] = model
+        response = httpx.post(f"{self.base_url}/get_embedding_vector/", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
