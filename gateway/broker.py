@@ -20,7 +20,19 @@ import zmq.asyncio
 
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
 from shared.protocol import (
-    Bye, Cancel, Embed, Failure, Fatal, Heartbeat, Message, ProtocolError, Ready, Reregister, Result, decode, encode,
+    Bye,
+    Cancel,
+    Embed,
+    Failure,
+    Fatal,
+    Heartbeat,
+    Message,
+    ProtocolError,
+    Ready,
+    Reregister,
+    Result,
+    decode,
+    encode,
 )
 from shared.settings import Settings
 
@@ -118,7 +130,7 @@ class Broker:
         timeout = self._settings.request_timeout_seconds
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._abandon(job)
             raise GatewayTimeout(f"no result within REQUEST_TIMEOUT_SECONDS={timeout:g}") from None
         except asyncio.CancelledError:

@@ -64,7 +64,7 @@ def download(
     return destination
 
 
-def _fetch(url: str, part: Path, *, progress: bool, timeout: float, chunk_size: int) -> tuple["hashlib._Hash", int]:
+def _fetch(url: str, part: Path, *, progress: bool, timeout: float, chunk_size: int) -> tuple[hashlib._Hash, int]:
     """Bring `part` to the full file; return its SHA-256 (resumed prefix included) and size.
 
     Restarts from zero at most once, when the server's answer does not continue our prefix.
@@ -108,7 +108,7 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float, chunk_size: 
 def _receive(
     response: http.client.HTTPResponse,
     part: Path,
-    digest: "hashlib._Hash",
+    digest: hashlib._Hash,
     offset: int,
     total: int | None,
     *,
@@ -146,7 +146,7 @@ def _total_from_416(content_range: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _hash_file(path: Path, chunk_size: int) -> "hashlib._Hash":
+def _hash_file(path: Path, chunk_size: int) -> hashlib._Hash:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(chunk_size):

@@ -23,7 +23,7 @@ class StopFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
 
-    def install(self) -> "StopFlag":
+    def install(self) -> StopFlag:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         return self

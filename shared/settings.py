@@ -96,9 +96,9 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         return config(name, default=default, cast=_bool if cast is bool else cast)
 
     data_dir = Path(str(get("DATA_DIR", "./data"))).expanduser()
-    if not data_dir.is_absolute():
-        data_dir = (Path.cwd() / data_dir).resolve()
-    models_dir = Path(str(get("MODELS_DIR", str(data_dir / "models")))).expanduser().resolve()
+    if not data_dir.is_absolute():  # relative to the checkout, so every command finds the same instance
+        data_dir = (PROJECT_ROOT / data_dir).resolve()
+    models_dir = (PROJECT_ROOT / Path(str(get("MODELS_DIR", str(data_dir / "models")))).expanduser()).resolve()
     database_url = str(get("DATABASE_URL", f"sqlite:///{data_dir / 'llama_embeddings.sqlite'}"))
     default_models = _csv(str(get("DEFAULT_MODELS", "all-minilm-l6-v2,smollm2-135m-instruct")))
     worker_bind = str(get("WORKER_BIND_ADDRESS", f"ipc://{data_dir / 'run' / 'workers.sock'}"))
@@ -161,5 +161,5 @@ def _sqlite_path(database_url: str) -> Path:
     for prefix in ("sqlite+aiosqlite:///", "sqlite+pysqlite:///", "sqlite:///"):
         if database_url.startswith(prefix):
             path = Path(database_url[len(prefix):]).expanduser()
-            return path if path.is_absolute() else (Path.cwd() / path).resolve()
+            return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
     raise ValueError(f"DATABASE_URL must be a sqlite URL, got {database_url!r}")

@@ -57,7 +57,7 @@ class Service:
                                  f"{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         self.cli("start")
         self.remember_pids()
         return self

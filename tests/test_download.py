@@ -40,7 +40,7 @@ class ServerState:
 
 
 class RangeHandler(BaseHTTPRequestHandler):
-    server: "FileServer"
+    server: FileServer
 
     def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
         pass

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MINILM, SMOLLM
+from tests.conftest import MINILM
 from tests.harness import PROJECT_ROOT, Service, free_port
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,8 @@ def test_scaling_up_and_down_under_load_fails_no_request(minilm_service: Service
             i = 0
             while not stop.is_set():
                 i += 1
-                results.append(client.post("/get_embedding_vector/", json={"text": f"scaling {threading.get_ident()} {i}"}).status_code)
+                body = {"text": f"scaling {threading.get_ident()} {i}"}
+                results.append(client.post("/get_embedding_vector/", json=body).status_code)
 
     threads = [threading.Thread(target=load) for _ in range(8)]
     for thread in threads:

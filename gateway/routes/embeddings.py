@@ -5,10 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.openapi import Endpoint, QueryParam
 from gateway.errors import BadRequest
+from gateway.openapi import Endpoint, QueryParam
 from gateway.schemas import (
-    EmbeddingRequest, EmbeddingResponse, EmbeddingsRequest, EmbeddingsResponse, ModelNamesResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelNamesResponse,
     StoredStringsResponse,
 )
 from gateway.state import services

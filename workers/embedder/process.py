@@ -10,7 +10,6 @@ cross threads (the ZeroMQ guide's rule), hence the PAIR.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,8 +20,19 @@ import zmq
 from shared.events import StatusReporter
 from shared.lifecycle import StopFlag
 from shared.protocol import (
-    Bye, Cancel, Embed, Failure, Heartbeat, Kind, ProtocolError, Ready, Reregister, Result, Status, decode,
-    encode, kind_of,
+    Bye,
+    Cancel,
+    Embed,
+    Failure,
+    Heartbeat,
+    Kind,
+    ProtocolError,
+    Ready,
+    Result,
+    Status,
+    decode,
+    encode,
+    kind_of,
 )
 from shared.settings import Settings
 from workers.embedder.batcher import Item, plan_groups

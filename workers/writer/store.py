@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -46,7 +46,7 @@ class RetryPolicy:
 def _timestamp(value: Any) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
 
 
 class EmbeddingStore:

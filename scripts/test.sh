@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite (the real models are prepared once into data/test-models).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+export LES_TEST_MODELS_DIR="${LES_TEST_MODELS_DIR:-$PWD/data/test-models}"
+.venv/bin/python -m ruff check .
+exec .venv/bin/python -m pytest "$@"
