@@ -1,0 +1,84 @@
+"""The wire format: every message survives encode → decode, vectors ride as raw float32 frames."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from shared.protocol import (
+    Ack,
+    Bye,
+    Cancel,
+    Control,
+    ControlReply,
+    Embed,
+    Failure,
+    Fatal,
+    Heartbeat,
+    Kind,
+    ProtocolError,
+    Ready,
+    Reregister,
+    Result,
+    Status,
+    Write,
+    decode,
+    encode,
+    kind_of,
+)
+
+MESSAGES = [
+    Ready(model="m", worker_id=1, pid=2, dimensions=384, max_tokens=256, credits=8, threads=1),
+    Heartbeat(),
+    Embed(request_id=7, texts=["a", "ß", ""]),
+    Failure(request_id=7, reason="boom"),
+    Cancel(request_id=7),
+    Bye(),
+    Fatal(reason="oom"),
+    Reregister(),
+    Write(batch_id=3, rows=[{"text": "x", "embedding": b"\x00\x01"}]),
+    Ack(batch_id=3, committed=1),
+    Status(role="worker", pid=5, state="ready", model="m", worker_id=1, counters={"texts": 2}),
+    Control(command="scale", arguments={"model": "m", "count": 2}),
+    ControlReply(data={"ok": True}),
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_message_round_trips(message: object) -> None:
+    assert decode(encode(message)) == message  # type: ignore[arg-type]
+
+
+def test_vectors_travel_as_one_raw_float32_frame_and_come_back_without_copy() -> None:
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    frames = encode(Result(request_id=1, token_counts=[1, 2, 3], vectors=vectors))
+    assert len(frames) == 3 and frames[2] == vectors.tobytes()
+    decoded = decode(frames)
+    assert isinstance(decoded, Result)
+    assert decoded.vectors.dtype == np.float32 and np.array_equal(decoded.vectors, vectors)
+    assert decoded.token_counts == [1, 2, 3]
+
+
+def test_the_type_is_read_from_the_first_byte_without_decoding() -> None:
+    assert kind_of(encode(Embed(request_id=1, texts=["x"]))) == Kind.EMBED
+    assert kind_of([b"\xff", b""]) is None
+
+
+@pytest.mark.parametrize("frames", [
+    [],
+    [b"\x03"],
+    [b"\xfe", msgpack.packb({})],
+    [b"\x03", b"\xc1"],
+    [b"\x03", msgpack.packb([1, 2])],
+    [b"\x03", msgpack.packb({"request_id": 1})],
+    [bytes((Kind.RESULT,)), msgpack.packb({"request_id": 1, "token_counts": [], "shape": [2, 2]})],
+], ids=["empty", "no header", "unknown type", "bad msgpack", "not a map", "missing field", "missing vectors"])
+def test_malformed_frames_raise_protocol_error(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        decode(frames)
+
+
+def test_unknown_header_fields_are_ignored_so_newer_peers_can_add_fields() -> None:
+    frames = [bytes((Kind.CANCEL,)), msgpack.packb({"request_id": 4, "added_later": True})]
+    assert decode(frames) == Cancel(request_id=4)
