@@ -12,15 +12,23 @@ import swagger_ui_bundle
 import zmq
 import zmq.asyncio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from gateway.auth import TokenAuth
 from gateway.broker import Broker
 from gateway.cache import VectorCache
+from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.metrics import GatewayMetrics
 from gateway.openapi import ASSETS_PATH, Endpoint, build_document, docs_endpoints
-from gateway.routes import embeddings
+from gateway.request_metrics import RequestMetrics
+from gateway.routes import documents, embeddings, health, openai, similarity
+from gateway.routes import metrics as metrics_route
+from gateway.routes import ramdisk as ramdisk_route
+from gateway.search_index import SearchIndexes
 from gateway.state import Services
 from gateway.writer_link import WriterLink
 from shared.events import StatusReporter
@@ -32,12 +40,14 @@ VERSION = "0.1.0"
 
 
 def all_endpoints() -> list[Endpoint]:
-    return [*embeddings.ENDPOINTS]
+    return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *openai.ENDPOINTS, *health.ENDPOINTS, *metrics_route.ENDPOINTS,
+            *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS]
 
 
 def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
     endpoints = all_endpoints()
     document = build_document(endpoints, "Llama Embeddings Service", VERSION)
+    metrics = GatewayMetrics()  # one registry per app: no process-wide default REGISTRY
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -45,10 +55,17 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
         broker = Broker(settings, context)
         writer = WriterLink(settings, context)
         cache = VectorCache(settings.database_path, settings.gateway_cache_entries)
-        service = EmbeddingService(broker, cache, writer, served_models, settings.max_text_chars)
-        app.state.services = Services(settings, broker, cache, writer, service)
+        service = EmbeddingService(broker, cache, writer, served_models, settings.max_text_chars,
+                                   token_count_entries=settings.gateway_cache_entries)
+        search = SearchIndexes(settings, served_models)
+        service.computed_listeners.append(search.rows_computed)
+        app.state.services = Services(settings, broker, cache, writer, service,
+                                      documents=DocumentService(settings, service, writer, broker), search=search)
+        app.state.metrics = metrics
+        metrics.watch(app.state.services)
         await broker.start()
         await writer.start()
+        await search.start()
         status_task = asyncio.create_task(_report_status(settings, app.state.services))
         log.info("gateway serving models %s on port %d", ", ".join(served_models), settings.listen_port)
         try:
@@ -60,12 +77,18 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
             await broker.stop()
             await writer.stop()
             cache.close()
+            await search.stop()
+            app.state.services.documents.close()
             context.term()
 
     routes = [endpoint.route() for endpoint in endpoints]
     routes += docs_endpoints(document)
     routes.append(Mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
+    if settings.use_security_token:
+        middleware.append(Middleware(TokenAuth, token=settings.security_token))
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+                     middleware=middleware)
 
 
 async def _report_status(settings: Settings, services: Services) -> None:

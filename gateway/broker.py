@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import zmq
@@ -49,6 +49,7 @@ class Job:
     queued_at: float
     attempts: int = 0
     worker: bytes | None = None
+    token_ids: list[list[int]] = field(default_factory=list)  # instead of texts (see Embed)
 
 
 @dataclass
@@ -71,6 +72,12 @@ class ModelCounters:
     retried: int = 0
     failed: int = 0
     workers_lost: int = 0
+    # For the metrics: workers that joined (start, restart, scale up) or left after BYE, tokens embedded,
+    # sizes of llama.cpp calls.
+    workers_registered: int = 0
+    workers_left: int = 0
+    tokens: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
 
 
 class Broker:
@@ -87,6 +94,7 @@ class Broker:
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self.counters: dict[str, ModelCounters] = {}
+        self.last_ready: dict[str, Ready] = {}  # per model, kept after its workers are gone (input limits)
 
     async def start(self) -> None:
         self._socket.bind(self._settings.worker_bind_address)
@@ -115,16 +123,16 @@ class Broker:
                 return worker.ready.dimensions
         return None
 
-    async def embed(self, model: str, texts: list[str]) -> Result:
-        """Vectors for `texts` from a worker of `model`; raises a GatewayError subclass on failure."""
+    async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Result:
+        """Vectors for `texts` (or `token_ids`) from a worker of `model`; raises a GatewayError subclass on failure."""
         queue = self._queues.setdefault(model, deque())
         if len(queue) >= self._settings.max_queue_per_model:
             raise Overloaded(f"the queue of model {model!r} is full ({len(queue)} requests); retry shortly")
         loop = asyncio.get_running_loop()
-        job = Job(next(self._ids), model, texts, loop.create_future(), time.monotonic())
+        job = Job(next(self._ids), model, texts, loop.create_future(), time.monotonic(), token_ids=token_ids or [])
         counters = self.counters.setdefault(model, ModelCounters())
         counters.requests += 1
-        counters.texts += len(texts)
+        counters.texts += len(texts) + len(job.token_ids)
         queue.append(job)
         self._dispatch(model)
         timeout = self._settings.request_timeout_seconds
@@ -159,7 +167,7 @@ class Broker:
             job.worker = worker.identity
             job.attempts += 1
             worker.in_flight[job.request_id] = job
-            if not self._send(worker.identity, Embed(request_id=job.request_id, texts=job.texts)):
+            if not self._send(worker.identity, Embed(request_id=job.request_id, texts=job.texts, token_ids=job.token_ids)):
                 return  # _send declared the worker lost and requeued the job
 
     def _send(self, identity: bytes, message: Message) -> bool:
@@ -193,8 +201,10 @@ class Broker:
                 self._workers[identity] = WorkerState(identity, message, time.monotonic())
                 log.info("worker %s ready (pid %d, %d-d, %d credits)", identity.decode(errors="replace"),
                          message.pid, message.dimensions, message.credits)
+                self.counters.setdefault(message.model, ModelCounters()).workers_registered += 1
             else:
                 worker.last_seen = time.monotonic()
+            self.last_ready[message.model] = message
             self._dispatch(message.model)
             return
         if worker is None:
@@ -202,6 +212,10 @@ class Broker:
                 self._send(identity, Reregister())
             return
         worker.last_seen = time.monotonic()
+        if isinstance(message, Result):  # counted even when late: the worker did the work
+            counters = self.counters.setdefault(worker.ready.model, ModelCounters())
+            counters.tokens += sum(message.token_counts)
+            counters.batch_sizes.update(message.batch_sizes)
         if isinstance(message, Result) or isinstance(message, Failure):
             job = worker.in_flight.pop(message.request_id, None)
             if job is not None and not job.future.done():
@@ -223,7 +237,10 @@ class Broker:
             return
         model = worker.ready.model
         counters = self.counters.setdefault(model, ModelCounters())
-        counters.workers_lost += 1
+        if worker.leaving:  # it said BYE (scale down, stop): a departure, not a loss
+            counters.workers_left += 1
+        else:
+            counters.workers_lost += 1
         log.warning("lost worker %s (%s); %d requests in flight", identity.decode(errors="replace"), reason,
                     len(worker.in_flight))
         queue = self._queues.setdefault(model, deque())

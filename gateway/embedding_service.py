@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import numpy as np
 
 from gateway.broker import Broker
 from gateway.cache import CacheKey, VectorCache
 from gateway.errors import BadRequest
+from gateway.token_counts import TokenCounts
+from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
 from shared.schema import text_hash
 
@@ -23,6 +26,12 @@ from shared.schema import text_hash
 class Embedded:
     vector: np.ndarray
     cached: bool
+    tokens: int | None = None  # as the worker counted them; None for a stored vector whose count is unknown
+
+
+# Told of every vector computed (model, texts, text hashes, vectors), before it is returned: search uses it
+# to find a string as soon as its embedding exists, before the writer has indexed it.
+ComputedListener = Callable[[str, list[str], list[str], np.ndarray], None]
 
 
 @dataclass
@@ -34,7 +43,7 @@ class ServiceCounters:
 
 class EmbeddingService:
     def __init__(self, broker: Broker, cache: VectorCache, writer: WriterLink, models: tuple[str, ...],
-                 max_text_chars: int) -> None:
+                 max_text_chars: int, token_count_entries: int = 50_000) -> None:
         self._broker = broker
         self._cache = cache
         self._writer = writer
@@ -42,6 +51,8 @@ class EmbeddingService:
         self._max_text_chars = max_text_chars
         self._computing: dict[CacheKey, asyncio.Future[np.ndarray]] = {}
         self.counters = ServiceCounters()
+        self.token_counts = TokenCounts(token_count_entries)
+        self.computed_listeners: list[ComputedListener] = []
 
     def check_model(self, model: str) -> str:
         if model not in self.models:
@@ -49,8 +60,12 @@ class EmbeddingService:
         return model
 
     async def embed(self, model: str, texts: list[str], client_ip: str | None = None,
-                    document_id: int | None = None) -> list[Embedded]:
-        """One vector per text, in order. Raises GatewayError subclasses for the client."""
+                    document_id: int | None = None, row_sink: list[dict[str, Any]] | None = None) -> list[Embedded]:
+        """One vector per text, in order. Raises GatewayError subclasses for the client.
+
+        Rows computed here go to the writer, or into `row_sink` when given: the caller then sends them itself
+        (a document sends them with the document, in one transaction).
+        """
         self.check_model(model)
         for position, text in enumerate(texts):
             if len(text) > self._max_text_chars:
@@ -81,13 +96,43 @@ class EmbeddingService:
         self.counters.cache_misses += len(to_compute)
         self.counters.deduplicated += len(waiting)
         if to_compute:
-            await self._compute(model, to_compute, results, client_ip, document_id, started)
+            await self._compute(model, to_compute, results, client_ip, document_id, started, row_sink)
         for key, future in waiting.items():
             results[key] = Embedded(await future, False)
+        return [self._with_tokens(results[key], key) for key in keys]
+
+    def _with_tokens(self, embedded: Embedded, key: CacheKey) -> Embedded:
+        return embedded if embedded.tokens is not None else replace(embedded, tokens=self.token_counts.get(key))
+
+    async def embed_token_ids(self, model: str, token_lists: list[list[int]]) -> list[Embedded]:
+        """One vector per token-id list, in order (gateway/token_ids.py says what the ids are).
+
+        Cached in the in-memory LRU only: the table holds texts (stored strings, search and documents read
+        it as such), so a vector with no text is not written to it.
+        """
+        self.check_model(model)
+        check_token_ids(model, token_lists, self._broker.last_ready.get(model))
+        keys = [(model, token_ids_key(ids)) for ids in token_lists]
+        results: dict[CacheKey, Embedded] = {}
+        for key in keys:
+            vector = self._cache.get_memory(key)
+            if vector is not None:
+                results[key] = Embedded(vector, True, self.token_counts.get(key))
+        missing = {key: ids for key, ids in zip(keys, token_lists) if key not in results}
+        self.counters.cache_hits += len(keys) - len(missing)
+        self.counters.cache_misses += len(missing)
+        if missing:
+            result = await self._broker.embed(model, [], token_ids=list(missing.values()))
+            for row, key in enumerate(missing):
+                count = result.token_counts[row]
+                self._cache.put(key, result.vectors[row])
+                self.token_counts.put(key, count)
+                results[key] = Embedded(result.vectors[row], False, count)
         return [results[key] for key in keys]
 
     async def _compute(self, model: str, to_compute: dict[CacheKey, str], results: dict[CacheKey, Embedded],
-                       client_ip: str | None, document_id: int | None, started: float) -> None:
+                       client_ip: str | None, document_id: int | None, started: float,
+                       row_sink: list[dict[str, Any]] | None = None) -> None:
         loop = asyncio.get_running_loop()
         futures = {key: loop.create_future() for key in to_compute}
         self._computing.update(futures)
@@ -106,7 +151,8 @@ class EmbeddingService:
         rows = []
         for row_index, (key, text) in enumerate(to_compute.items()):
             vector = result.vectors[row_index]
-            results[key] = Embedded(vector, False)
+            results[key] = Embedded(vector, False, result.token_counts[row_index])
+            self.token_counts.put(key, result.token_counts[row_index])
             self._cache.put(key, vector)
             futures[key].set_result(vector)
             rows.append({
@@ -114,4 +160,9 @@ class EmbeddingService:
                 "dimensions": int(vector.shape[0]), "ip_address": client_ip, "request_time": started,
                 "response_time": finished, "total_time": finished - started, "document_id": document_id,
             })
-        self._writer.enqueue(rows)
+        for listener in self.computed_listeners:
+            listener(model, list(to_compute.values()), [key[1] for key in to_compute], result.vectors)
+        if row_sink is not None:
+            row_sink.extend(rows)
+        else:
+            self._writer.enqueue(rows)

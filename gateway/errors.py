@@ -30,6 +30,10 @@ class PayloadTooLarge(GatewayError):
     status_code = 413
 
 
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+
+
 class Overloaded(GatewayError):
     status_code = 429
     retry_after = 1

@@ -41,6 +41,7 @@ class Endpoint:
     errors: tuple[int, ...] = (422,)
     request_content: dict[str, Any] = field(default_factory=dict)  # for non-JSON bodies (uploads)
     response_content: dict[str, Any] = field(default_factory=dict)
+    error_model: type[BaseModel] = ErrorResponse  # the OpenAI-compatible routes answer errors in OpenAI's form
 
     def route(self) -> Route:
         return Route(self.path, self.handler, methods=[self.method])
@@ -81,7 +82,7 @@ def build_document(endpoints: list[Endpoint], title: str, version: str) -> dict[
         operation["responses"]["200"] = {"description": "Success", "content": content}
         for status in endpoint.errors:
             operation["responses"][str(status)] = {
-                "description": "Error", "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+                "description": "Error", "content": {"application/json": {"schema": ref(endpoint.error_model)}}}
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
     return {
         "openapi": "3.1.0",

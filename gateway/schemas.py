@@ -46,5 +46,9 @@ class StoredStringsResponse(BaseModel):
     strings: list[str]
 
 
+class StoredDocumentsResponse(BaseModel):
+    documents: list[str] = Field(..., description="File names of the stored documents, in the order first stored.")
+
+
 class ErrorResponse(BaseModel):
     detail: str | list[object]

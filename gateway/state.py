@@ -8,7 +8,9 @@ from starlette.requests import Request
 
 from gateway.broker import Broker
 from gateway.cache import VectorCache
+from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
+from gateway.search_index import SearchIndexes
 from gateway.writer_link import WriterLink
 from shared.settings import Settings
 
@@ -20,6 +22,8 @@ class Services:
     cache: VectorCache
     writer: WriterLink
     embeddings: EmbeddingService
+    documents: DocumentService
+    search: SearchIndexes
 
 
 def services(request: Request) -> Services:

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from typing import TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from gateway.errors import BadRequest, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
-MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
-
-
-async def parse_json_body(request: Request, model: type[M], max_bytes: int = MAX_JSON_BODY_BYTES) -> M:
+async def parse_json_body(request: Request, model: type[M]) -> M:
+    max_bytes = request.app.state.services.settings.max_request_body_bytes
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+            raise PayloadTooLarge(f"request body is larger than MAX_REQUEST_BODY_MB ({max_bytes} bytes)")
     try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"request body is not valid UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        problem = "UTF-8" if "utf-8" in str(exc).lower() else "JSON"
+        raise BadRequest(f"request body is not valid {problem}: {exc}") from None
     return validate(model, data)
 
 

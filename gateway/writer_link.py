@@ -12,12 +12,12 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
 
-from shared.protocol import Ack, ProtocolError, Write, decode, encode
+from shared.protocol import Ack, DocumentWrite, Ping, ProtocolError, Write, decode, encode
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Unacked:
-    message: Write
+    message: Write | DocumentWrite
     sent_at: float
 
 
@@ -40,11 +40,13 @@ class WriterLink:
         self._flush_soon: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.acknowledged_rows = 0
+        self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
 
     async def start(self) -> None:
         self._socket.connect(self._settings.writer_address)
         self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
-                       asyncio.create_task(self._resend_loop(), name="writer-resend")]
+                       asyncio.create_task(self._resend_loop(), name="writer-resend"),
+                       asyncio.create_task(self._ping_loop(), name="writer-ping")]
 
     @property
     def unacknowledged_rows(self) -> int:
@@ -70,7 +72,14 @@ class WriterLink:
         self._unacked[message.batch_id] = _Unacked(message, time.monotonic())
         self._send(message)
 
-    def _send(self, message: Write) -> None:
+    def send_acknowledged(self, build: Callable[[int], DocumentWrite]) -> None:
+        """Send `build(batch_id)` after the rows queued so far; like a batch, it is re-sent until acknowledged."""
+        self.flush()
+        message = build(next(self._ids))
+        self._unacked[message.batch_id] = _Unacked(message, time.monotonic())
+        self._send(message)
+
+    def _send(self, message: Write | DocumentWrite) -> None:
         sent = self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
         if sent.done() and sent.exception() is not None:
             log.debug("writer not reachable; batch %d will be re-sent", message.batch_id)
@@ -83,6 +92,7 @@ class WriterLink:
             except ProtocolError as exc:
                 log.warning("dropping malformed message from writer: %s", exc)
                 continue
+            self.last_heard = time.monotonic()
             if isinstance(message, Ack) and self._unacked.pop(message.batch_id, None) is not None:
                 self.acknowledged_rows += message.committed
 
@@ -97,6 +107,18 @@ class WriterLink:
                                 unacked.message.batch_id, len(unacked.message.rows), now - unacked.sent_at)
                     unacked.sent_at = now
                     self._send(unacked.message)
+
+    async def _ping_loop(self) -> None:
+        # The writer otherwise speaks only when it has rows to acknowledge; a PONG proves it alive when idle.
+        while True:
+            sent = self._socket.send_multipart(encode(Ping()), flags=zmq.NOBLOCK)
+            if sent.done() and sent.exception() is not None:
+                log.debug("writer not reachable for a ping")
+            await asyncio.sleep(self._settings.heartbeat_interval_seconds)
+
+    def silent_for(self) -> float | None:
+        """Seconds since the writer last spoke (None if it never has): alive while under the heartbeat liveness."""
+        return None if self.last_heard is None else time.monotonic() - self.last_heard
 
     async def drain(self, timeout: float) -> bool:
         """Flush and wait for every batch to be acknowledged (at shutdown); False if time ran out."""

@@ -37,6 +37,7 @@ class ModelEntry:
     pooling: Pooling
     dimensions: int
     max_tokens: int
+    batch_tokens: int = 256
     size_bytes: int = 0
     sha256: str = ""
     url: str = ""

@@ -9,6 +9,7 @@ extras=""
 apt_packages=(libmagic1)
 if [[ "${1:-}" == "--test" ]]; then
     extras="[test]"
+    # ghostscript: the document tests make their second kind of PDF with it (fpdf2 makes the first).
     apt_packages+=(ghostscript util-linux)
 fi
 

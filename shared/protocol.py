@@ -40,6 +40,9 @@ class Kind(IntEnum):
     STATUS = 12
     CONTROL = 13
     CONTROL_REPLY = 14
+    DOCUMENT_WRITE = 20
+    PING = 40
+    PONG = 41
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class Ready:
     credits: int
     threads: int
     protocol: int = PROTOCOL_VERSION
+    # For token-id inputs (0 from a worker that does not take them): ids must be below vocab_size, and an
+    # input may have at most max_tokens - special_tokens ids, the model adding its own (e.g. [CLS], [SEP]).
+    vocab_size: int = 0
+    special_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,21 +73,31 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class Embed:
-    """Gateway → worker: embed these texts (one request; the worker batches across requests)."""
+    """Gateway → worker: embed these texts (one request; the worker batches across requests).
+
+    Or, when `token_ids` is given (and `texts` empty), these token-id lists: a text's tokens without the
+    model's special tokens, which the worker adds as it does for a text.
+    """
 
     KIND: ClassVar[Kind] = Kind.EMBED
     request_id: int
     texts: list[str]
+    token_ids: list[list[int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Result:
-    """Worker → gateway: one L2-normalised float32 row per text, in order, and the tokens each used."""
+    """Worker → gateway: one L2-normalised float32 row per text, in order, and the tokens each used.
+
+    `batch_sizes`: the sequences in each llama.cpp call the worker made since its previous RESULT (only the
+    worker knows how requests were grouped; the gateway's metrics report them).
+    """
 
     KIND: ClassVar[Kind] = Kind.RESULT
     request_id: int
     token_counts: list[int]
     vectors: np.ndarray = field(compare=False)
+    batch_sizes: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -172,14 +189,45 @@ class ControlReply:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class DocumentWrite:
+    """Gateway → writer: store one embedded document in one transaction; answered by ACK(batch_id) after commit.
+
+    `document`: file_hash, model_name, filename, mimetype, file_data, sentence_count, results (the stored
+    form of the answer), ip_address, request_time, response_time, total_time. `rows`: the sentence rows
+    computed for it (fields as in WRITE). `text_hashes`: every distinct kept sentence, so rows already stored
+    without a document are linked to it. Idempotent on (file_hash, model_name), like WRITE on its rows.
+    """
+
+    KIND: ClassVar[Kind] = Kind.DOCUMENT_WRITE
+    batch_id: int
+    document: dict[str, Any]
+    rows: list[dict[str, Any]]
+    text_hashes: list[str]
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Gateway → writer, every heartbeat interval: are you alive? (readiness)"""
+
+    KIND: ClassVar[Kind] = Kind.PING
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Writer → gateway: the answer to PING, sent from the writer's main loop (so a stuck loop goes silent)."""
+
+    KIND: ClassVar[Kind] = Kind.PONG
+
+
 Message = Union[
     Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
-    ControlReply,
+    ControlReply, Ping, Pong, DocumentWrite,
 ]
 _BY_KIND: dict[int, type] = {
     cls.KIND: cls
     for cls in (Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status,
-                Control, ControlReply)
+                Control, ControlReply, Ping, Pong, DocumentWrite)
 }
 _EMPTY = msgpack.packb({})
 
@@ -190,7 +238,7 @@ def encode(message: Message) -> list[bytes]:
     if isinstance(message, Result):
         vectors = np.ascontiguousarray(message.vectors, dtype=np.float32)
         header = {"request_id": message.request_id, "token_counts": message.token_counts,
-                  "shape": list(vectors.shape)}
+                  "shape": list(vectors.shape), "batch_sizes": message.batch_sizes}
         return [kind, msgpack.packb(header), vectors.tobytes()]
     values = asdict(message)
     return [kind, msgpack.packb(values) if values else _EMPTY]
@@ -215,7 +263,8 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
             if len(frames) != 3:
                 raise ProtocolError("RESULT needs one vector frame")
             vectors = np.frombuffer(frames[2], dtype=np.float32).reshape(shape)
-            return Result(vectors=vectors, **header)
+            known = {f.name for f in fields(Result)} - {"vectors"}  # a newer peer's extra fields are ignored
+            return Result(vectors=vectors, **{k: v for k, v in header.items() if k in known})
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in header.items() if k in known})
     except (TypeError, ValueError, KeyError) as exc:

@@ -48,6 +48,9 @@ embeddings = Table(
     Index("ix_embeddings_model_id", "model_name", "id"),
 )
 
+# Documents (gateway/documents/, workers/writer/documents.py): one `documents` row and one
+# `document_embeddings` row per (file, model), written with the sentence rows in one transaction; each
+# sentence's `embeddings` row points at the first document it was seen in.
 documents = Table(
     "documents",
     metadata,
@@ -71,6 +74,8 @@ document_embeddings = Table(
     Column("file_hash", String(64), nullable=False),
     Column("model_name", String, nullable=False),
     Column("file_data", LargeBinary),
+    # The original's name; the value is zlib-compressed JSON of the kept sentences in order (see
+    # gateway/documents/library.py): with their `embeddings` rows that regenerates the answer in any orient.
     Column("document_embedding_results_json", LargeBinary),
     Column("ip_address", String),
     Column("request_time", DateTime),

@@ -57,6 +57,27 @@ class Settings:
     stop_timeout_seconds: float
     max_text_chars: int
     max_batch_texts: int
+    # security and limits
+    use_security_token: bool
+    security_token: str
+    max_request_body_bytes: int
+    # documents
+    minimum_string_length_for_document_embedding: int
+    max_upload_size_mb: float
+    document_chunk_sentences: int
+    document_chunks_in_flight: int
+    # ramdisk
+    use_ramdisk: bool
+    ramdisk_path: Path
+    ramdisk_size_in_gb: float
+    # search
+    search_approximate_above: int
+    search_ivf_lists: int
+    search_ivf_nprobe: int
+    search_index_save_interval_ms: float
+    search_index_poll_ms: float
+    search_tail_max_rows: int
+    search_faiss_threads: int
     log_level: str
     env: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -80,6 +101,11 @@ class Settings:
     @property
     def writer_address(self) -> str:
         return f"ipc://{self.run_dir / 'writer.sock'}"
+
+    @property
+    def index_dir(self) -> Path:
+        """The writer's saved search indexes, one folder per model."""
+        return self.data_dir / "indexes"
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, str] | None = None) -> Settings:
@@ -123,7 +149,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         worker_wait_seconds=float(get("WORKER_WAIT_SECONDS", 10.0, float)),  # type: ignore[arg-type]
         max_queue_per_model=int(get("MAX_QUEUE_PER_MODEL", 4096, int)),  # type: ignore[arg-type]
         worker_credits=int(get("WORKER_CREDITS", 64, int)),  # type: ignore[arg-type]
-        batch_token_budget=int(get("BATCH_TOKEN_BUDGET", 512, int)),  # type: ignore[arg-type]
+        batch_token_budget=int(get("BATCH_TOKEN_BUDGET", 0, int)),  # type: ignore[arg-type]
         batch_window_ms=float(get("BATCH_WINDOW_MS", 2.0, float)),  # type: ignore[arg-type]
         db_write_batch_size=int(get("DB_WRITE_BATCH_SIZE", 128, int)),  # type: ignore[arg-type]
         db_flush_interval_ms=float(get("DB_FLUSH_INTERVAL_MS", 20.0, float)),  # type: ignore[arg-type]
@@ -136,6 +162,28 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         stop_timeout_seconds=float(get("STOP_TIMEOUT_SECONDS", 15.0, float)),  # type: ignore[arg-type]
         max_text_chars=int(get("MAX_TEXT_CHARS", 100_000, int)),  # type: ignore[arg-type]
         max_batch_texts=int(get("MAX_BATCH_TEXTS", 2048, int)),  # type: ignore[arg-type]
+        # security and limits
+        use_security_token=bool(get("USE_SECURITY_TOKEN", False, bool)),
+        security_token=str(get("SECURITY_TOKEN", "")),
+        max_request_body_bytes=int(float(get("MAX_REQUEST_BODY_MB", 16.0, float)) * 1024 * 1024),  # type: ignore[arg-type]
+        # documents
+        minimum_string_length_for_document_embedding=int(
+            get("MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING", 15, int)),  # type: ignore[arg-type]
+        max_upload_size_mb=float(get("MAX_UPLOAD_SIZE_MB", 50.0, float)),  # type: ignore[arg-type]
+        document_chunk_sentences=int(get("DOCUMENT_CHUNK_SENTENCES", 128, int)),  # type: ignore[arg-type]
+        document_chunks_in_flight=int(get("DOCUMENT_CHUNKS_IN_FLIGHT", 2, int)),  # type: ignore[arg-type]
+        # ramdisk
+        use_ramdisk=bool(get("USE_RAMDISK", False, bool)),
+        ramdisk_path=(PROJECT_ROOT / Path(str(get("RAMDISK_PATH", "/mnt/ramdisk"))).expanduser()).resolve(),
+        ramdisk_size_in_gb=float(get("RAMDISK_SIZE_IN_GB", 1.0, float)),  # type: ignore[arg-type]
+        # search
+        search_approximate_above=int(get("SEARCH_APPROXIMATE_ABOVE", 100_000, int)),  # type: ignore[arg-type]
+        search_ivf_lists=int(get("SEARCH_IVF_LISTS", 0, int)),  # type: ignore[arg-type]
+        search_ivf_nprobe=int(get("SEARCH_IVF_NPROBE", 32, int)),  # type: ignore[arg-type]
+        search_index_save_interval_ms=float(get("SEARCH_INDEX_SAVE_INTERVAL_MS", 1000.0, float)),  # type: ignore[arg-type]
+        search_index_poll_ms=float(get("SEARCH_INDEX_POLL_MS", 250.0, float)),  # type: ignore[arg-type]
+        search_tail_max_rows=int(get("SEARCH_TAIL_MAX_ROWS", 50_000, int)),  # type: ignore[arg-type]
+        search_faiss_threads=int(get("SEARCH_FAISS_THREADS", 1, int)),  # type: ignore[arg-type]
         log_level=str(get("LOG_LEVEL", "INFO")).upper(),
         env={**overrides},
     )

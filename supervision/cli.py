@@ -19,6 +19,8 @@ from shared.logs import configure_logging
 from shared.settings import PROJECT_ROOT, Settings, load_settings
 from supervision.children import child_environment, pid_file
 from supervision.control import CommandFailed, NotRunning, is_running, send_command
+from supervision.ramdisk_commands import add_parser as add_ramdisk_parser
+from supervision.ramdisk_commands import check_before_start, cmd_ramdisk, serve_from_ramdisk_at_start
 from supervision.supervisor import Desired, Supervisor
 
 log = logging.getLogger("supervisor")
@@ -44,6 +46,9 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.use_security_token and not settings.security_token:
+        print("USE_SECURITY_TOKEN is on but SECURITY_TOKEN is not set; set it in the environment", file=sys.stderr)
+        return 1
     if is_running(settings.control_address):
         print(f"already running for DATA_DIR {settings.data_dir}", file=sys.stderr)
         return 1
@@ -51,7 +56,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
     catalogue = load_catalogue(settings.models_dir)
     ensure_installed(settings.default_models, settings.models_dir, catalogue)
-    _desired(settings, catalogue)  # fail here, in the user's terminal, on a bad configuration
+    check_before_start(settings, _desired(settings, catalogue))  # fail here, in the user's terminal, on a bad configuration
     if args.foreground:
         return _run(settings, foreground=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +85,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
 
 def _run(settings: Settings, foreground: bool) -> int:
     configure_logging("supervisor", settings.log_dir, settings.log_level, to_stdout=foreground)
-    desired = _desired(settings, load_catalogue(settings.models_dir))
+    desired = serve_from_ramdisk_at_start(settings, _desired(settings, load_catalogue(settings.models_dir)))
     stop = StopFlag().install()
     pid_path = pid_file(settings.run_dir)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     import_ = model_actions.add_parser("import", help="a sentence-transformers folder or a .gguf file")
     import_.add_argument("target", metavar="PATH")
     import_.add_argument("--name")
+    add_ramdisk_parser(commands)
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "run":
         return _run(settings, foreground=False)
     handlers = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "scale": cmd_scale,
-                "models": cmd_models}
+                "models": cmd_models,
+                "ramdisk": lambda s, a: cmd_ramdisk(s, a, lambda: _desired(s, load_catalogue(s.models_dir)))}
     if args.command == "models":
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     return handlers[args.command](settings, args)

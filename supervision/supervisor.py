@@ -23,6 +23,8 @@ from shared.protocol import Control, ControlReply, ProtocolError, Status, decode
 from shared.settings import Settings
 from supervision.allotment import AllotmentError, threads_per_worker
 from supervision.children import Child, ChildSpec, describe_exit, spawn
+from supervision.mappings import mapped_files
+from supervision.ramdisk_control import RamDiskControl
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 0.5
@@ -33,7 +35,8 @@ CRASH_LIMIT = 3
 @dataclass
 class Desired:
     workers: dict[str, int]  # model -> count
-    model_paths: dict[str, str]
+    model_paths: dict[str, str]  # the file new workers map: the installed one, or its RAM disk copy
+    disk_paths: dict[str, str] = field(default_factory=dict)  # the installed files; empty: model_paths
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Supervisor:
         self._context = zmq.Context()
         self._control = self._context.socket(zmq.REP)
         self._events = self._context.socket(zmq.PULL)
+        self._ramdisk = RamDiskControl(settings, desired.model_paths, dict(desired.disk_paths or desired.model_paths))
 
     # ---- main loop -------------------------------------------------------------------------------------------
     def run(self, stop_requested: Any) -> None:
@@ -120,6 +124,7 @@ class Supervisor:
         writer = self._ensure_single("writer", now, after=None)
         self._ensure_single("gateway", now, after=writer)
         self._reconcile_workers(now)
+        self._ramdisk.reconcile(self._children)
 
     def _reap(self, now: float) -> None:
         for child in list(self._children):
@@ -164,8 +169,9 @@ class Supervisor:
                 continue
             active = [c for c in self._children if c.spec.role == "worker" and c.spec.model == model
                       and c.stopping_since is None]
-            fitting = [c for c in active if c.spec.threads == threads]
-            stale = [c for c in active if c.spec.threads != threads]
+            path = self._desired.model_paths[model]  # changes when the RAM disk is set up or cleared
+            fitting = [c for c in active if c.spec.threads == threads and c.spec.model_path == path]
+            stale = [c for c in active if c not in fitting]
             history = self._history[f"worker:{model}"]
             for _ in range(count - len(fitting)):
                 if now < history.next_start:
@@ -177,8 +183,8 @@ class Supervisor:
             kept = sorted(fitting, key=lambda c: c.started_at)[:count]
             if stale and len(kept) >= count and all(c.ready for c in kept):
                 for old in stale:
-                    log.info("replacing %s (pid %d): %d threads, allotment is now %d", old.spec.name, old.pid,
-                             old.spec.threads, threads)
+                    log.info("replacing %s (pid %d): %d threads and %s; now %d threads and %s", old.spec.name,
+                             old.pid, old.spec.threads, old.spec.model_path, threads, path)
                     old.terminate()
 
     def _allot(self) -> int:
@@ -226,6 +232,8 @@ class Supervisor:
             self._history[f"worker:{model}"] = _SlotHistory()
             log.info("scale %s: %d -> %d workers", model, previous, count)
             return ControlReply(data={"model": model, "count": count, "threads_per_worker": self._allot()})
+        if request.command == "ramdisk":
+            return ControlReply(data=self._ramdisk.command(request.arguments, self._children))
         raise ValueError(f"unknown command {request.command!r}")
 
     def status(self) -> dict[str, Any]:
@@ -241,7 +249,9 @@ class Supervisor:
             rows.append({"role": child.spec.role, "model": child.spec.model, "worker_id": child.spec.worker_id,
                          "pid": child.pid, "state": state, "rss_bytes": rss, "threads": child.spec.threads,
                          "requests": counters.get("requests", 0), "texts": counters.get("texts", 0),
-                         "counters": counters, "mapped_from": detail.get("mapped_from", ""),
+                         "counters": counters,
+                         # the kernel's word (/proc/<pid>/maps) over the worker's own report
+                         "mapped_from": (mapped_files(child.pid) or [detail.get("mapped_from", "")])[0],
                          "workers": detail.get("workers", [])})
         ready = bool(rows) and all(r["state"] == "ready" for r in rows) and all(
             sum(1 for r in rows if r["model"] == model and r["state"] == "ready") >= count

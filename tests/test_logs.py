@@ -9,6 +9,8 @@ from shared import logs
 
 
 def test_every_line_carries_the_role_and_rotated_files_move_to_old_logs(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
     logs.configure_logging("writer", tmp_path, "INFO")
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logs.RotatingFileHandler)
@@ -20,5 +22,6 @@ def test_every_line_carries_the_role_and_rotated_files_move_to_old_logs(tmp_path
     assert all("[writer]" in line for line in live.splitlines())
     rotated = sorted((tmp_path / "old_logs").glob("writer.log.*"))
     assert 1 <= len(rotated) <= logs.BACKUP_COUNT
-    logging.getLogger().removeHandler(handler)
     handler.close()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.errors import BadRequest
 from gateway.openapi import Endpoint, QueryParam
+from gateway.responses import VectorJSONResponse
 from gateway.schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -25,7 +26,7 @@ async def get_embedding_vector(request: Request) -> Response:
     model = body.chosen_model(state.settings.default_model_name)
     client = request.client.host if request.client else None
     [embedded] = await state.embeddings.embed(model, [body.text], client_ip=client)
-    return JSONResponse({"embedding": embedded.vector.tolist(), "model": model,
+    return VectorJSONResponse({"embedding": embedded.vector, "model": model,
                          "dimensions": int(embedded.vector.shape[0]), "cached": embedded.cached})
 
 
@@ -38,7 +39,7 @@ async def get_embedding_vectors(request: Request) -> Response:
     client = request.client.host if request.client else None
     embedded = await state.embeddings.embed(model, body.texts, client_ip=client)
     dimensions = int(embedded[0].vector.shape[0]) if embedded else 0
-    return JSONResponse({"embeddings": [item.vector.tolist() for item in embedded], "model": model,
+    return VectorJSONResponse({"embeddings": [item.vector for item in embedded], "model": model,
                          "dimensions": dimensions, "cached": [item.cached for item in embedded]})
 
 

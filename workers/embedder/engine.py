@@ -59,6 +59,14 @@ class Engine:
         self._adds_eos = bool(llama_cpp.llama_vocab_get_add_eos(self._llm._model.vocab))
         self._eos = int(self._llm.token_eos())
         self._bos = int(self._llm.token_bos())
+        self.vocab_size = int(self._llm.n_vocab())
+        # What tokenize() puts around a text's own tokens ([CLS] ... [SEP] for BERT, nothing for SmolLM2),
+        # learnt from the tokenizer itself rather than from flags whose meaning varies by architecture.
+        content = self._llm.tokenize(b"a", add_bos=False, special=False)
+        framed = self._llm.tokenize(b"a", add_bos=True, special=False)
+        start = next(i for i in range(len(framed)) if framed[i:i + len(content)] == content)
+        self._prefix, self._suffix = framed[:start], framed[start + len(content):]
+        self.special_tokens = len(self._prefix) + len(self._suffix)
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids, truncated to max_tokens. A model that ends every input with a separator keeps it."""
@@ -69,6 +77,20 @@ class Engine:
         if len(tokens) > self.max_tokens:
             tokens = tokens[: self.max_tokens - 1] + [tokens[-1]] if self._adds_eos else tokens[: self.max_tokens]
         return tokens
+
+    def frame_token_ids(self, ids: list[int]) -> list[int]:
+        """A client's token ids (a text's tokens without special tokens) framed as tokenize() frames a text.
+
+        Raises ValueError for an id outside the vocabulary (llama.cpp would read out of bounds) or for more
+        ids than fit in max_tokens with the special tokens.
+        """
+        for id_ in ids:
+            if not 0 <= id_ < self.vocab_size:
+                raise ValueError(f"token id {id_} is outside the vocabulary of {self.vocab_size}")
+        if len(ids) > self.max_tokens - self.special_tokens:
+            raise ValueError(f"{len(ids)} token ids; at most {self.max_tokens - self.special_tokens} fit")
+        tokens = [*self._prefix, *ids, *self._suffix]
+        return tokens or [self._bos if self._bos >= 0 else self._eos]
 
     def embed(self, sequences: list[list[int]]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per sequence, in one llama.cpp call."""

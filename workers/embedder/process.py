@@ -78,7 +78,7 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
     compute.start()
     ready = Ready(model=identity.model, worker_id=identity.worker_id, pid=identity.pid,
                   dimensions=engine.dimensions, max_tokens=engine.max_tokens, credits=settings.worker_credits,
-                  threads=config.threads)
+                  threads=config.threads, vocab_size=engine.vocab_size, special_tokens=engine.special_tokens)
     try:
         _io_loop(settings, stop, identity, ready, context, io_end, config.model_path)
     finally:
@@ -91,6 +91,7 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
 
 def _compute_loop(engine: Engine, pipe: zmq.Socket, window: float, token_budget: int) -> None:
     cancelled: set[int] = set()
+    batch_sizes: list[int] = []  # llama.cpp calls since the last RESULT, reported with the next one
     while True:
         frames = pipe.recv_multipart()
         if frames == [b"stop"]:
@@ -114,8 +115,11 @@ def _compute_loop(engine: Engine, pipe: zmq.Socket, window: float, token_budget:
                 cancelled.add(message.request_id)
             elif isinstance(message, Embed):
                 try:
-                    token_lists = [engine.tokenize(text) for text in message.texts]
-                except Exception as exc:  # a text llama.cpp cannot tokenise must not kill the worker
+                    if message.token_ids:
+                        token_lists = [engine.frame_token_ids(ids) for ids in message.token_ids]
+                    else:
+                        token_lists = [engine.tokenize(text) for text in message.texts]
+                except Exception as exc:  # an untokenisable text or a bad token id must not kill the worker
                     pipe.send_multipart(encode(Failure(request_id=message.request_id, reason=f"tokenizer: {exc}")))
                     continue
                 jobs[message.request_id] = _Job(
@@ -130,16 +134,20 @@ def _compute_loop(engine: Engine, pipe: zmq.Socket, window: float, token_budget:
                 del jobs[request_id]
         for request_id, job in jobs.items():
             if job.texts_left == 0:  # a request with no texts is answered at once
-                pipe.send_multipart(encode(Result(request_id=request_id, token_counts=[], vectors=job.vectors)))
+                pipe.send_multipart(encode(Result(request_id=request_id, token_counts=[], vectors=job.vectors,
+                                                  batch_sizes=batch_sizes)))
+                batch_sizes = []
         for group in plan_groups([it for it in items if it.request_id in jobs], token_budget, engine.max_sequences):
             vectors = engine.embed([item.tokens for item in group])
+            batch_sizes.append(len(group))
             for row, item in enumerate(group):
                 job = jobs[item.request_id]
                 job.vectors[item.index] = vectors[row]
                 job.texts_left -= 1
                 if job.texts_left == 0:
                     pipe.send_multipart(encode(Result(request_id=item.request_id, token_counts=job.token_counts,
-                                                      vectors=job.vectors)))
+                                                      vectors=job.vectors, batch_sizes=batch_sizes)))
+                    batch_sizes = []
 
 
 def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,

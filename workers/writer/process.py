@@ -16,8 +16,10 @@ import zmq
 
 from shared.events import StatusReporter
 from shared.lifecycle import StopFlag
-from shared.protocol import Ack, ProtocolError, Status, Write, decode, encode
+from shared.protocol import Ack, DocumentWrite, Ping, Pong, ProtocolError, Status, Write, decode, encode
 from shared.settings import Settings
+from workers.writer.documents import write_document
+from workers.writer.indexer import Indexer
 from workers.writer.store import EmbeddingStore, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -25,11 +27,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Pending:
-    batches: list[tuple[bytes, Write]] = field(default_factory=list)
+    batches: list[tuple[bytes, Write | DocumentWrite]] = field(default_factory=list)
     rows: int = 0
     since: float = 0.0
 
-    def add(self, identity: bytes, message: Write) -> None:
+    def add(self, identity: bytes, message: Write | DocumentWrite) -> None:
         if not self.batches:
             self.since = time.monotonic()
         self.batches.append((identity, message))
@@ -46,6 +48,8 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     socket.bind(settings.writer_address)
     reporter = StatusReporter(context, settings.events_address)
+    indexer = Indexer(settings)  # a thread: indexing never delays a commit or its ACK
+    indexer.start()
     pending = _Pending()
     committed = 0
     flush_interval = settings.db_flush_interval_ms / 1000
@@ -65,31 +69,40 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                     except ProtocolError as exc:
                         log.warning("dropping malformed message: %s", exc)
                         continue
-                    if isinstance(message, Write):
+                    if isinstance(message, (Write, DocumentWrite)):
                         pending.add(identity, message)
+                    elif isinstance(message, Ping):  # the gateway's readiness check
+                        socket.send_multipart([identity, *encode(Pong())])
             due = pending.batches and (
                 pending.rows >= settings.db_write_batch_size or time.monotonic() - pending.since >= flush_interval
             )
             if due:
-                committed += _flush(store, socket, pending)
+                committed += _flush(store, socket, pending, indexer)
                 pending = _Pending()
             if time.monotonic() >= next_status:
                 reporter.send(Status(role="writer", pid=os.getpid(), state="ready",
                                      counters={"committed_rows": committed, "pending_rows": pending.rows}))
                 next_status = time.monotonic() + 1.0
         if pending.batches:
-            committed += _flush(store, socket, pending)
+            committed += _flush(store, socket, pending, indexer)
     finally:
         log.info("writer stopping; %d rows committed in this run", committed)
+        indexer.stop(timeout=settings.stop_timeout_seconds / 2)
         reporter.close()
         socket.close(linger=0)
         context.term()
         store.close()
 
 
-def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending) -> int:
-    rows = [row for _, message in pending.batches for row in message.rows]
+def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer | None = None) -> int:
+    rows = [row for _, message in pending.batches if isinstance(message, Write) for row in message.rows]
     inserted = store.insert_embeddings(rows)
+    for _, message in pending.batches:
+        # After the plain rows: a sentence row queued before its document is there to be linked to it.
+        if isinstance(message, DocumentWrite):
+            inserted += write_document(store, message)
+    if inserted and indexer is not None:
+        indexer.rows_committed({row["model_name"] for _, message in pending.batches for row in message.rows})
     for identity, message in pending.batches:
         try:
             socket.send_multipart([identity, *encode(Ack(batch_id=message.batch_id, committed=len(message.rows)))])

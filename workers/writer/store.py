@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from shared.schema import embeddings, metadata, sqlite_engine
@@ -49,6 +50,22 @@ def _timestamp(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
 
 
+def embedding_values(row: dict[str, Any]) -> dict[str, Any]:
+    """The `embeddings` columns of a row as the gateway sends it (times as Unix seconds)."""
+    return {
+        "text": row["text"],
+        "text_hash": row["text_hash"],
+        "model_name": row["model_name"],
+        "embedding": row["embedding"],
+        "dimensions": row["dimensions"],
+        "ip_address": row.get("ip_address"),
+        "request_time": _timestamp(row.get("request_time")),
+        "response_time": _timestamp(row.get("response_time")),
+        "total_time": row.get("total_time"),
+        "document_id": row.get("document_id"),
+    }
+
+
 class EmbeddingStore:
     """Owns the only read-write connection to the database."""
 
@@ -61,21 +78,7 @@ class EmbeddingStore:
         """Insert rows in one transaction; rows already present (same text_hash and model) are left as they are."""
         if not rows:
             return 0
-        values = [
-            {
-                "text": row["text"],
-                "text_hash": row["text_hash"],
-                "model_name": row["model_name"],
-                "embedding": row["embedding"],
-                "dimensions": row["dimensions"],
-                "ip_address": row.get("ip_address"),
-                "request_time": _timestamp(row.get("request_time")),
-                "response_time": _timestamp(row.get("response_time")),
-                "total_time": row.get("total_time"),
-                "document_id": row.get("document_id"),
-            }
-            for row in rows
-        ]
+        values = [embedding_values(row) for row in rows]
         statement = insert(embeddings).on_conflict_do_nothing(index_elements=["text_hash", "model_name"])
 
         def write() -> int:
@@ -83,6 +86,15 @@ class EmbeddingStore:
                 return connection.execute(statement, values).rowcount or 0
 
         return self._retry.run(write)
+
+    def run_in_transaction(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one write transaction, retried while the database is locked (document writes)."""
+
+        def attempt() -> T:
+            with self._engine.begin() as connection:
+                return work(connection)
+
+        return self._retry.run(attempt)
 
     def close(self) -> None:
         self._engine.dispose()

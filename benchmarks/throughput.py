@@ -1,0 +1,242 @@
+"""Throughput side by side, in one run, on the same GGUF and the same texts (issue 7).
+
+A  engine ceiling: llama-cpp-python in-process `Llama.embed`, best chunk size, threads = cores
+B  llama-cpp-python's own server (`python -m llama_cpp.server --embedding true`), single texts, concurrency 64
+C  sentence-transformers on CPU PyTorch, batch 32 (MiniLM only)
+D  ours, uncached single-text requests at concurrency 1, 8 and 64
+E  ours, the batch endpoint with 64 texts per request
+F  ours, cached hits at concurrency 64
+W  ours with 2 workers of 1 thread each, uncached at concurrency 64 (against D@64: 1 worker of 2 threads)
+
+B and C run in a separate environment (data/bench-venv: llama-cpp-python[server], torch==2.13.0 CPU,
+sentence-transformers), made by `--setup`, so the service's own environment stays lean.
+
+Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--setup] [--models all-minilm-l6-v2,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.corpus import sentences
+from benchmarks.loadgen import LoadResult, http_request, run_load
+from modelstore.catalogue import load_catalogue
+from modelstore.install import ensure_installed, source_dir
+from tests.harness import PROJECT_ROOT, Service, free_port
+
+BENCH_VENV = PROJECT_ROOT / "data" / "bench-venv"
+MINILM = "all-minilm-l6-v2"
+CORES = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    case: str
+    texts_per_second: float
+    p50_ms: float
+    p99_ms: float
+    note: str = ""
+
+
+def setup_bench_venv() -> None:
+    """Create data/bench-venv with the peers (pip's cache makes the second run quick)."""
+    if not (BENCH_VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+    pip = [str(BENCH_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)  # the CPU build this machine carries
+    subprocess.run([*pip, "llama-cpp-python[server]==0.3.36", "sentence-transformers"], check=True)
+
+
+# ---- A: the engine ceiling -------------------------------------------------------------------------------
+def engine_ceiling(model_path: Path, pooling: int, n_ctx: int, texts: list[str]) -> Row:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(model_path), embedding=True, n_threads=CORES, n_threads_batch=CORES,
+                          n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, pooling_type=pooling, verbose=False)
+    best: tuple[float, int, list[float]] = (0.0, 0, [])
+    for chunk in (1, 4, 8, 16, 32):
+        llm.embed(texts[:chunk], normalize=True)  # warm up
+        calls: list[float] = []
+        started = time.perf_counter()
+        for start in range(0, len(texts), chunk):
+            t0 = time.perf_counter()
+            llm.embed(texts[start:start + chunk], normalize=True)
+            calls.append((time.perf_counter() - t0) * 1000)
+        rate = len(texts) / (time.perf_counter() - started)
+        if rate > best[0]:
+            best = (rate, chunk, calls)
+    llm.close()
+    rate, chunk, calls = best
+    return Row("", "A engine ceiling", rate, float(np.percentile(calls, 50)), float(np.percentile(calls, 99)),
+               f"chunk {chunk}, {CORES} threads; latency per call")
+
+
+# ---- B: llama-cpp-python's server --------------------------------------------------------------------------
+def llama_server(model_path: Path, n_ctx: int, texts: list[str]) -> Row:
+    port = free_port()
+    command = [str(BENCH_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(model_path),
+               "--embedding", "true", "--n_threads", str(CORES), "--n_threads_batch", str(CORES),
+               "--n_ctx", str(n_ctx), "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(port, "/v1/models", 120)
+        requests = [http_request("127.0.0.1", port, "/v1/embeddings", json.dumps({"input": t}).encode())
+                    for t in texts]
+        result = asyncio.run(run_load("127.0.0.1", port, requests, 64))
+    finally:
+        server.terminate()
+        server.wait(30)
+    return _row("B llama_cpp.server c=64", result, 1)
+
+
+# ---- C: sentence-transformers ------------------------------------------------------------------------------
+_ST_SCRIPT = """
+import json, sys, time
+import numpy as np, torch
+from sentence_transformers import SentenceTransformer
+torch.set_num_threads(int(sys.argv[2]))
+texts = json.load(open(sys.argv[3]))
+model = SentenceTransformer(sys.argv[1], device="cpu")
+model.encode(texts[:32], batch_size=32)
+calls = []
+started = time.perf_counter()
+for i in range(0, len(texts), 32):
+    t0 = time.perf_counter(); model.encode(texts[i:i+32], batch_size=32); calls.append((time.perf_counter()-t0)*1000)
+rate = len(texts) / (time.perf_counter() - started)
+print(json.dumps({"rate": rate, "p50": float(np.percentile(calls, 50)), "p99": float(np.percentile(calls, 99))}))
+"""
+
+
+def sentence_transformers(model_dir: Path, texts: list[str]) -> Row:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(texts, handle)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([str(BENCH_VENV / "bin" / "python"), "-c", _ST_SCRIPT, str(model_dir), str(CORES), handle.name],
+                         capture_output=True, text=True, env=env, check=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    return Row("", "C sentence-transformers b=32", figures["rate"], figures["p50"], figures["p99"],
+               "torch CPU; latency per batch")
+
+
+# ---- D, E, F, W: ours --------------------------------------------------------------------------------------
+def ours(model: str, models_dir: Path, texts: list[str], workers: int = 1, full: bool = True) -> list[Row]:
+    env = {"MODELS_TO_SERVE": model, "DEFAULT_MODEL_NAME": model, "WORKERS_PER_MODEL": str(workers),
+           "LOG_LEVEL": "WARNING"}
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as data_dir:
+        service = Service(Path(data_dir), models_dir, env).start()
+        try:
+            port = service.port
+
+            def single(batch: list[str]) -> list[bytes]:
+                return [http_request("127.0.0.1", port, "/get_embedding_vector/", json.dumps({"text": t}).encode())
+                        for t in batch]
+
+            if not full:
+                result = asyncio.run(run_load("127.0.0.1", port, single(texts), 64))
+                return [_row(f"W ours {workers}x{CORES // workers} threads c=64", result, 1)]
+            tenth, quarter = len(texts) // 10, len(texts) // 4
+            slices = {1: texts[:tenth], 8: texts[tenth:tenth + quarter], 64: texts[tenth + quarter:]}
+            for concurrency, batch in slices.items():
+                result = asyncio.run(run_load("127.0.0.1", port, single(batch), concurrency))
+                rows.append(_row(f"D ours uncached c={concurrency}", result, 1))
+            fresh = [f"{t} (batch endpoint)" for t in texts]
+            bodies = [http_request("127.0.0.1", port, "/get_embedding_vectors/",
+                                   json.dumps({"texts": fresh[i:i + 64]}).encode()) for i in range(0, len(fresh), 64)]
+            rows.append(_row("E ours batch endpoint 64/request c=4", asyncio.run(run_load("127.0.0.1", port, bodies, 4)), 64))
+            cached = single(slices[64]) * max(1, 20_000 // max(1, len(slices[64])))
+            rows.append(_row("F ours cached c=64", asyncio.run(run_load("127.0.0.1", port, cached, 64)), 1,
+                             "requests/s"))
+        finally:
+            service.stop()
+    return rows
+
+
+def _row(case: str, result: LoadResult, texts_per_request: int, note: str = "") -> Row:
+    if result.errors:
+        note = f"{note} {result.errors} errors".strip()
+    return Row("", case, result.per_second * texts_per_request, result.percentile(50), result.percentile(99), note)
+
+
+def _wait_http(port: int, path: str, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing answered on port {port} within {timeout}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer texts: under 3 minutes")
+    parser.add_argument("--setup", action="store_true", help="create data/bench-venv with the peers first")
+    parser.add_argument("--models", default="all-minilm-l6-v2,smollm2-135m-instruct")
+    args = parser.parse_args()
+    if args.setup or not (BENCH_VENV / "bin" / "python").exists():
+        setup_bench_venv()
+    models_dir = Path(os.environ.get("LES_TEST_MODELS_DIR", PROJECT_ROOT / "data" / "test-models"))
+    catalogue = load_catalogue(models_dir)
+    names = args.models.split(",")
+    ensure_installed(names, models_dir, catalogue)
+    count = 480 if args.quick else 3000
+    texts = sentences(count)
+    import llama_cpp
+
+    table: list[Row] = []
+    ratios: list[str] = []
+    for name in names:
+        entry = catalogue[name]
+        path = entry.installed_path(models_dir)
+        n_ctx = max(512, entry.max_tokens) if name == MINILM else 2048
+        pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        rows = {"A": engine_ceiling(path, pooling, n_ctx, texts)}
+        print(f"{name}: A done", file=sys.stderr, flush=True)
+        rows["B"] = llama_server(path, n_ctx, texts)
+        print(f"{name}: B done", file=sys.stderr, flush=True)
+        if name == MINILM:
+            rows["C"] = sentence_transformers(source_dir(entry, models_dir), texts)
+            print(f"{name}: C done", file=sys.stderr, flush=True)
+        own = ours(name, models_dir, texts)
+        own.append(ours(name, models_dir, texts[: len(texts) // 2], workers=2, full=False)[0])
+        print(f"{name}: ours done", file=sys.stderr, flush=True)
+        all_rows = [*rows.values(), *own]
+        table += [Row(name, r.case, r.texts_per_second, r.p50_ms, r.p99_ms, r.note) for r in all_rows]
+        d64 = next(r for r in own if r.case == "D ours uncached c=64")
+        f = next(r for r in own if r.case.startswith("F"))
+        w = next(r for r in own if r.case.startswith("W"))
+        ratio = (f"{name}: D64/A={d64.texts_per_second / rows['A'].texts_per_second:.2f} "
+                 f"D64/B={d64.texts_per_second / rows['B'].texts_per_second:.2f} "
+                 f"p99 D64/B={d64.p99_ms / rows['B'].p99_ms:.2f} F={f.texts_per_second:.0f}/s "
+                 f"W/D64={w.texts_per_second / d64.texts_per_second:.2f}")
+        if "C" in rows:
+            ratio += f" D64/C={d64.texts_per_second / rows['C'].texts_per_second:.2f}"
+        ratios.append(ratio)
+    print(f"\n{'model':24} {'case':40} {'texts/s':>9} {'p50 ms':>9} {'p99 ms':>9}  note")
+    for row in table:
+        print(f"{row.model:24} {row.case:40} {row.texts_per_second:>9.1f} {row.p50_ms:>9.1f} {row.p99_ms:>9.1f}  {row.note}")
+    print(f"\nmachine: {CORES} cores, {os.uname().machine}; texts: {count} distinct sentences (benchmarks/corpus.py)")
+    print("targets: D64/A>=0.9, D64/B>=3, p99 D64/B<=0.5, F>=3000/s, W/D64>=0.95; stretch D64/C>=1.0")
+    print("RATIOS " + " | ".join(ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

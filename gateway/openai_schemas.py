@@ -1,0 +1,69 @@
+"""Request and response bodies of the OpenAI-compatible API, in OpenAI's field names and shapes."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+# Strict types: in lax mode pydantic would read "1" as a token id or true as 1.
+EmbeddingInput = Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    input: EmbeddingInput = Field(..., description=(
+        "A text, a list of texts, a list of token ids or a list of token-id lists. Token ids are a text's tokens "
+        "from the model's tokenizer without special tokens (the model adds its own); texts longer than the "
+        "model's max_tokens are truncated, token-id lists longer than that are rejected."),
+        examples=["Hello world", ["Hello", "world"]])
+    model: str = Field(..., description="A model id from GET /v1/models.", examples=["all-minilm-l6-v2"])
+    encoding_format: Literal["float", "base64"] | None = Field(
+        "float", description="float: a list of numbers; base64: the little-endian float32 bytes, base64-encoded.")
+    dimensions: int | None = Field(None, ge=1, description=(
+        "Keep the first N components and L2-normalise again (meaningful for Matryoshka-trained models; for "
+        "others a plain projection). At most the model's dimensions."))
+    user: str | None = Field(None, description="Accepted and ignored.")
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(..., description="L2-normalised vector, or its base64 float32 bytes.")
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int = Field(..., description=(
+        "Tokens of the inputs as the model counted them when it embedded them (with special tokens, after "
+        "truncation). A vector read from SQLite that this gateway did not compute has no stored count and adds 0."))
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(..., description="Unknown here: always 0.")
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorResponse(BaseModel):
+    error: OpenAIErrorDetail

@@ -1,0 +1,29 @@
+"""Whether the service can answer embedding requests: every served model has a live worker, the writer answers."""
+
+from __future__ import annotations
+
+from gateway.state import Services
+
+
+def writer_silence_limit(services: Services) -> float:
+    """The writer counts as alive while it answered a PING within this many seconds (as workers' heartbeats)."""
+    settings = services.settings
+    return settings.heartbeat_interval_seconds * settings.heartbeat_liveness
+
+
+def writer_alive(services: Services) -> bool:
+    silent = services.writer.silent_for()
+    return silent is not None and silent <= writer_silence_limit(services)
+
+
+def readiness_problems(services: Services) -> list[str]:
+    """Why the service is not ready, one reason per line; empty when it is."""
+    problems = [f"model {model!r} has no live worker" for model in services.embeddings.models
+                if not services.broker.live_workers(model)]
+    silent = services.writer.silent_for()
+    if silent is None:
+        problems.append("the writer has not answered a ping yet")
+    elif not writer_alive(services):
+        problems.append(f"the writer has not answered a ping for {silent:.1f}s (HEARTBEAT_INTERVAL_SECONDS x "
+                        f"HEARTBEAT_LIVENESS = {writer_silence_limit(services):g}s)")
+    return problems

@@ -1,0 +1,60 @@
+"""The original service's similarity endpoints: two strings compared, and the stored strings nearest a query.
+
+Texts are embedded through EmbeddingService like any other request, so they are cached and stored (and
+so become searchable themselves); a search leaves the query text out of its own results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.openapi import Endpoint
+from gateway.search_schemas import (
+    SemanticSearchRequest,
+    SemanticSearchResponse,
+    SimilarityRequest,
+    SimilarityResponse,
+)
+from gateway.state import services
+from gateway.validation import parse_json_body
+
+
+def cosine_similarity(first: np.ndarray, second: np.ndarray) -> float:
+    """Cosine in float64 (the vectors are normalised already; dividing by the norms costs nothing)."""
+    a, b = first.astype(np.float64), second.astype(np.float64)
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+async def compute_similarity_between_strings(request: Request) -> Response:
+    state = services(request)
+    body = await parse_json_body(request, SimilarityRequest)
+    model = body.chosen_model(state.settings.default_model_name)
+    client = request.client.host if request.client else None
+    first, second = await state.embeddings.embed(model, [body.text1, body.text2], client_ip=client)
+    return JSONResponse({"text1": body.text1, "text2": body.text2, "similarity_measure": "cosine_similarity",
+                         "similarity": cosine_similarity(first.vector, second.vector),
+                         "embedding1": first.vector.tolist(), "embedding2": second.vector.tolist(), "model": model})
+
+
+async def get_most_similar_string_from_database(request: Request) -> Response:
+    state = services(request)
+    body = await parse_json_body(request, SemanticSearchRequest)
+    model = state.embeddings.check_model(body.chosen_model(state.settings.default_model_name))
+    client = request.client.host if request.client else None
+    [query] = await state.embeddings.embed(model, [body.text], client_ip=client)
+    hits = await state.search.search(model, query.vector, body.number_of_most_similar_strings_to_return, body.text)
+    return JSONResponse({"query_text": body.text, "model": model,
+                         "results": [{"text": hit.text, "similarity": hit.similarity} for hit in hits]})
+
+
+ENDPOINTS = [
+    Endpoint("POST", "/compute_similarity_between_strings/", compute_similarity_between_strings,
+             "Cosine similarity of two texts' embeddings (each from the cache or computed and cached)", "similarity",
+             request_model=SimilarityRequest, response_model=SimilarityResponse, errors=(413, 422, 429, 503, 504)),
+    Endpoint("POST", "/get_most_similar_string_from_database/", get_most_similar_string_from_database,
+             "The stored strings most similar to a text, best first (the text itself left out)", "similarity",
+             request_model=SemanticSearchRequest, response_model=SemanticSearchResponse,
+             errors=(413, 422, 429, 503, 504)),
+]

@@ -1,0 +1,42 @@
+"""Request and response bodies of the similarity and semantic-search endpoints (the original service's fields)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from gateway.schemas import ModelChoice
+
+DEFAULT_RESULTS = 10
+
+
+class SimilarityRequest(ModelChoice):
+    text1: str = Field(..., description="The first text.", examples=["A cat sits on the mat."])
+    text2: str = Field(..., description="The second text.", examples=["A kitten rests on a rug."])
+
+
+class SimilarityResponse(BaseModel):
+    text1: str
+    text2: str
+    similarity_measure: str = Field("cosine_similarity", description="Always cosine similarity.")
+    similarity: float = Field(..., description="Cosine similarity of the two embeddings, from -1 to 1.")
+    embedding1: list[float] = Field(..., description="L2-normalised embedding of text1.")
+    embedding2: list[float] = Field(..., description="L2-normalised embedding of text2.")
+    model: str
+
+
+class SemanticSearchRequest(ModelChoice):
+    text: str = Field(..., min_length=1, description="The query text (embedded and cached like any other).",
+                      examples=["How do I reset my password?"])
+    number_of_most_similar_strings_to_return: int = Field(
+        DEFAULT_RESULTS, gt=0, description="How many stored strings to return at most (all of them if fewer).")
+
+
+class SimilarString(BaseModel):
+    text: str
+    similarity: float = Field(..., description="Cosine similarity to the query text.")
+
+
+class SemanticSearchResponse(BaseModel):
+    query_text: str
+    model: str
+    results: list[SimilarString] = Field(..., description="Best first; the query text itself is left out.")

@@ -1,0 +1,80 @@
+"""The saved search index of one model, as the writer leaves it on disk and the gateway finds it.
+
+Layout under `Settings.index_dir`: one folder per model holding `index-<generation>.faiss` files and a
+`manifest.json` naming the current one. The writer never changes a file in place: it writes a temporary
+file, fsyncs it and renames it, then does the same for the manifest, so a reader that reads the manifest
+always finds a complete index file beside it (the gateway memory-maps it; a file it still maps stays
+readable after the writer removes it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from urllib.parse import quote
+
+MANIFEST_NAME = "manifest.json"
+EXACT = "exact"
+APPROXIMATE = "approximate"
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    """What one saved index holds.
+
+    `rows_covered` is the largest `embeddings.id` of the model that the index contains: every row of the
+    model with an id up to it is in the index (one writer assigns ids in commit order), none above it.
+    """
+
+    model: str
+    generation: int
+    rows_covered: int
+    count: int
+    dimensions: int
+    kind: str  # EXACT or APPROXIMATE
+    file: str
+    saved_at: float
+    lists: int = 0  # inverted lists of an approximate (IVF) index
+    trained_on: int = 0  # rows the approximate index was trained on; the writer retrains as the model grows
+
+
+def model_index_dir(index_root: Path, model: str) -> Path:
+    """The folder of one model's index; model names are quoted so that none can leave `index_root`."""
+    return index_root / quote(model, safe="")
+
+
+def index_file_name(generation: int) -> str:
+    return f"index-{generation:08d}.faiss"
+
+
+def read_manifest(directory: Path) -> IndexManifest | None:
+    """The manifest in `directory`, or None when there is none (or it is not one we can read)."""
+    try:
+        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    known = {f.name for f in fields(IndexManifest)}
+    try:
+        return IndexManifest(**{key: value for key, value in data.items() if key in known})
+    except TypeError:
+        return None
+
+
+def write_manifest(directory: Path, manifest: IndexManifest) -> None:
+    """Replace the manifest atomically (temporary file, fsync, rename, fsync of the folder)."""
+    temporary = directory / (MANIFEST_NAME + ".tmp")
+    temporary.write_text(json.dumps(asdict(manifest), indent=1), encoding="utf-8")
+    fsync_path(temporary)
+    os.replace(temporary, directory / MANIFEST_NAME)
+    fsync_path(directory)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's data to the disk (a rename is durable once its folder is synced)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

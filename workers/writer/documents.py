@@ -1,0 +1,61 @@
+"""The writer's document writes: the document, its stored results and its sentence rows, in one transaction.
+
+Every statement is idempotent (a DOCUMENT_WRITE re-sent after a writer restart changes nothing), and the
+sentence rows end up pointing at the document: new rows are inserted with its id, and rows that were already
+stored without a document (cached from earlier requests) get it. A row already pointing at another document
+keeps that one: `embeddings.document_id` names the first document a sentence was seen in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Connection
+
+from shared.protocol import DocumentWrite
+from shared.schema import document_embeddings, documents, embeddings
+from workers.writer.store import EmbeddingStore, embedding_values
+
+_SQLITE_MAX_PARAMS = 900
+
+
+def write_document(store: EmbeddingStore, message: DocumentWrite) -> int:
+    """Store the document of `message`; returns the number of new sentence rows."""
+    return store.run_in_transaction(lambda connection: _write(connection, message))
+
+
+def _write(connection: Connection, message: DocumentWrite) -> int:
+    document = message.document
+    model = document["model_name"]
+    connection.execute(insert(documents).values(
+        model_name=model, document_hash=document["file_hash"], filename=document.get("filename"),
+        mimetype=document.get("mimetype"), sentence_count=document.get("sentence_count"),
+        created_at=_timestamp(document.get("response_time")),
+    ).on_conflict_do_nothing(index_elements=["document_hash", "model_name"]))
+    document_id = connection.execute(select(documents.c.id).where(
+        documents.c.document_hash == document["file_hash"], documents.c.model_name == model)).scalar_one()
+    connection.execute(insert(document_embeddings).values(
+        document_id=document_id, filename=document.get("filename"), mimetype=document.get("mimetype"),
+        file_hash=document["file_hash"], model_name=model, file_data=document.get("file_data"),
+        document_embedding_results_json=document["results"], ip_address=document.get("ip_address"),
+        request_time=_timestamp(document.get("request_time")), response_time=_timestamp(document.get("response_time")),
+        total_time=document.get("total_time"),
+    ).on_conflict_do_nothing(index_elements=["file_hash", "model_name"]))
+    inserted = 0
+    if message.rows:
+        statement = insert(embeddings).on_conflict_do_nothing(index_elements=["text_hash", "model_name"])
+        values = [{**embedding_values(row), "document_id": document_id} for row in message.rows]
+        inserted = connection.execute(statement, values).rowcount or 0
+    for start in range(0, len(message.text_hashes), _SQLITE_MAX_PARAMS):
+        connection.execute(update(embeddings).where(
+            embeddings.c.model_name == model, embeddings.c.document_id.is_(None),
+            embeddings.c.text_hash.in_(message.text_hashes[start:start + _SQLITE_MAX_PARAMS]),
+        ).values(document_id=document_id))
+    return inserted
+
+
+def _timestamp(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)

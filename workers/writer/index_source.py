@@ -1,0 +1,93 @@
+"""The indexer's view of the database: committed vectors of a model, in id order, in chunks.
+
+It has its own read-only connection so that reading a million rows for a build never holds the writer's
+connection or its write lock (WAL readers do not block the writer). Every chunk is its own short read
+transaction, so a long build does not pin an old snapshot and grow the WAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from sqlalchemy import func, select, text
+
+from shared.schema import embeddings, sqlite_engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VectorChunk:
+    ids: np.ndarray  # int64, ascending
+    vectors: np.ndarray  # float32, one row per id
+
+
+class EmbeddingSource:
+    def __init__(self, database_path: Path, chunk_rows: int = 50_000) -> None:
+        self._engine = sqlite_engine(database_path, read_only=True)
+        self._chunk_rows = chunk_rows
+
+    def models(self) -> list[str]:
+        with self._engine.connect() as connection:
+            return [row[0] for row in connection.execute(select(embeddings.c.model_name).distinct())]
+
+    def dimensions(self, model: str) -> int | None:
+        query = select(embeddings.c.dimensions).where(embeddings.c.model_name == model).limit(1)
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar()
+
+    def count_after(self, model: str, after_id: int) -> int:
+        query = select(func.count()).where(embeddings.c.model_name == model, embeddings.c.id > after_id)
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar() or 0)
+
+    def last_id(self, model: str) -> int:
+        query = select(func.max(embeddings.c.id)).where(embeddings.c.model_name == model)
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar() or 0)
+
+    def chunks_after(self, model: str, after_id: int, dimensions: int) -> Iterator[VectorChunk]:
+        """Every vector of `model` with an id above `after_id`, in id order."""
+        while True:
+            query = (select(embeddings.c.id, embeddings.c.embedding)
+                     .where(embeddings.c.model_name == model, embeddings.c.id > after_id)
+                     .order_by(embeddings.c.id).limit(self._chunk_rows))
+            with self._engine.connect() as connection:
+                rows = connection.execute(query).all()
+            if not rows:
+                return
+            after_id = rows[-1][0]
+            chunk = _chunk(rows, dimensions, model)
+            if len(chunk.ids):
+                yield chunk
+            if len(rows) < self._chunk_rows:
+                return
+
+    def sample(self, model: str, up_to_id: int, every: int, dimensions: int) -> np.ndarray:
+        """About one vector in `every` of the model, chosen at random (to train an approximate index).
+
+        The filter reads only the (model_name, id) index, so rows not chosen cost no blob read.
+        """
+        query = text("SELECT id, embedding FROM embeddings WHERE model_name = :model AND id <= :up_to "
+                     "AND abs(random()) % :every = 0")
+        with self._engine.connect() as connection:
+            rows = connection.execute(query, {"model": model, "up_to": up_to_id, "every": max(1, every)}).all()
+        return _chunk(rows, dimensions, model).vectors
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _chunk(rows: list, dimensions: int, model: str) -> VectorChunk:  # type: ignore[type-arg]
+    width = dimensions * 4
+    good = [row for row in rows if len(row[1]) == width]
+    if len(good) != len(rows):  # a row of another size cannot join this index; say so rather than fail
+        log.warning("model %s: %d rows are not %d-dimensional float32 and are left out of the index",
+                    model, len(rows) - len(good), dimensions)
+    ids = np.fromiter((row[0] for row in good), dtype=np.int64, count=len(good))
+    vectors = np.frombuffer(b"".join(row[1] for row in good), dtype=np.float32).reshape(len(good), dimensions)
+    return VectorChunk(ids, vectors)
