@@ -36,7 +36,11 @@ def validate(model: type[M], data: object) -> M:
         raise BadRequest(problems) from None
 
 
-def query_int(request: Request, name: str, default: int | None, minimum: int = 0) -> int | None:
+SQLITE_MAX_INTEGER = 2**63 - 1
+
+
+def query_int(request: Request, name: str, default: int | None, minimum: int = 0,
+              maximum: int = SQLITE_MAX_INTEGER) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -44,6 +48,6 @@ def query_int(request: Request, name: str, default: int | None, minimum: int = 0
         value = int(raw)
     except ValueError:
         raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise BadRequest(f"query parameter {name!r} must be at least {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"query parameter {name!r} must be between {minimum} and {maximum}, got {value}")
     return value
