@@ -27,6 +27,7 @@ import gguf
 import numpy as np
 
 from modelstore.wordpiece_vocab import load_wordpiece_vocab, write_wordpiece_vocab
+from shared.file_integrity import fsync_path
 
 
 class ConversionError(ValueError):
@@ -218,20 +219,12 @@ def convert_sentence_transformer(source_dir: Path, out_path: Path, *, model_name
         writer.close()
         # Durability before visibility: a crash must leave either the old file or
         # the complete new one, never a truncated model that fails at load time.
-        fd = os.open(tmp_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp_path)
         os.replace(tmp_path, out_path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(out_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(out_path.parent)
     return ConversionReport(
         out_path=out_path,
         architecture="bert",

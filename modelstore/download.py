@@ -20,6 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from shared.file_integrity import fsync_path, sha256_digest
+
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -60,7 +62,7 @@ def download(
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
     os.replace(part, destination)
-    _fsync_dir(destination.parent)  # make the rename itself survive a power cut
+    fsync_path(destination.parent)  # make the rename itself survive a power cut
     return destination
 
 
@@ -80,7 +82,7 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float, chunk_size: 
                 # Nothing left to send: the part is complete, unless the server's total says otherwise.
                 total = _total_from_416(exc.headers.get("Content-Range", ""))
                 if total is None or total == offset:
-                    return _hash_file(part, chunk_size), offset
+                    return sha256_digest(part), offset
                 part.unlink()
                 continue
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -99,7 +101,7 @@ def _fetch(url: str, part: Path, *, progress: bool, timeout: float, chunk_size: 
                 offset = 0  # the server ignored Range and sends the whole file (200)
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length is not None else None
-            digest = _hash_file(part, chunk_size) if offset else hashlib.sha256()
+            digest = sha256_digest(part) if offset else hashlib.sha256()
             size = _receive(response, part, digest, offset, total, url=url, progress=progress, chunk_size=chunk_size)
             return digest, size
     raise DownloadError(f"{url}: the server does not answer range requests consistently")
@@ -146,17 +148,3 @@ def _total_from_416(content_range: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _hash_file(path: Path, chunk_size: int) -> hashlib._Hash:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk_size):
-            digest.update(block)
-    return digest
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

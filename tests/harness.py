@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -10,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import psutil
@@ -108,3 +109,15 @@ class Service:
         response = httpx.post(f"{self.base_url}/get_embedding_vector/", json=body, timeout=60)
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, models_dir: Path, **env: str) -> Iterator[Service]:
+    """A started service that is stopped afterwards, leaving no process behind."""
+    service = Service(data_dir, models_dir, env_overrides=env)
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+        leftover = service.leftover_processes()
+        assert not leftover, f"processes left after stop: {leftover}"

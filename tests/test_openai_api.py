@@ -22,18 +22,8 @@ MAX_TOKEN_IDS = 254  # MiniLM's max_tokens (256) less the [CLS] and [SEP] the mo
 
 
 @pytest.fixture(scope="module")
-def minilm(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("service"), models_dir, env_overrides={"MODELS_TO_SERVE": MINILM})
-    try:
-        yield service.start()
-    finally:
-        service.stop()
-        assert not service.leftover_processes()
-
-
-@pytest.fixture(scope="module")
-def client(minilm: Service) -> Iterator[OpenAI]:
-    with OpenAI(base_url=f"{minilm.base_url}/v1", api_key="not-checked", max_retries=0, timeout=60) as client:
+def client(minilm_module: Service) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"{minilm_module.base_url}/v1", api_key="not-checked", max_retries=0, timeout=60) as client:
         yield client
 
 
@@ -62,20 +52,20 @@ def floats(client: OpenAI, input: object, **options: object) -> np.ndarray:
     return np.array([item.embedding for item in response.data], dtype=np.float32)
 
 
-def test_a_string_gets_one_embedding_equal_to_the_original_endpoints(minilm: Service, client: OpenAI) -> None:
+def test_a_string_gets_one_embedding_equal_to_the_original_endpoints(minilm_module: Service, client: OpenAI) -> None:
     response = client.embeddings.create(input="Hello world", model=MINILM, encoding_format="float")
     assert response.object == "list" and response.model == MINILM
     [item] = response.data
     assert item.object == "embedding" and item.index == 0 and len(item.embedding) == 384
-    assert np.array_equal(np.array(item.embedding, dtype=np.float32), original_vectors(minilm, ["Hello world"])[0])
+    assert np.array_equal(np.array(item.embedding, dtype=np.float32), original_vectors(minilm_module, ["Hello world"])[0])
 
 
-def test_a_list_of_strings_gets_one_embedding_per_text_in_input_order(minilm: Service, client: OpenAI) -> None:
+def test_a_list_of_strings_gets_one_embedding_per_text_in_input_order(minilm_module: Service, client: OpenAI) -> None:
     texts = ["first of three", "second of three", "third of three"]
     response = client.embeddings.create(input=texts, model=MINILM, encoding_format="float")
     assert [item.index for item in response.data] == [0, 1, 2]
     ours = np.array([item.embedding for item in response.data], dtype=np.float32)
-    assert np.array_equal(ours, original_vectors(minilm, texts))
+    assert np.array_equal(ours, original_vectors(minilm_module, texts))
 
 
 def test_a_list_of_token_ids_embeds_like_the_text_it_came_from(client: OpenAI, tokenizer: Tokenizer) -> None:
@@ -146,10 +136,10 @@ def test_usage_of_token_ids_counts_them_with_the_special_tokens(client: OpenAI) 
     assert response.usage.prompt_tokens == (2 + 2) + (1 + 2)
 
 
-def test_a_text_embedded_through_the_openai_api_is_cached_for_the_original_endpoint(minilm: Service,
+def test_a_text_embedded_through_the_openai_api_is_cached_for_the_original_endpoint(minilm_module: Service,
                                                                                      client: OpenAI) -> None:
     client.embeddings.create(input="shared cache between both APIs", model=MINILM)
-    assert minilm.embed("shared cache between both APIs", MINILM)["cached"] is True
+    assert minilm_module.embed("shared cache between both APIs", MINILM)["cached"] is True
 
 
 def test_an_unknown_model_gets_404_model_not_found(client: OpenAI) -> None:
@@ -160,8 +150,8 @@ def test_an_unknown_model_gets_404_model_not_found(client: OpenAI) -> None:
     assert MINILM in error.message
 
 
-def test_errors_have_exactly_openais_four_fields(minilm: Service) -> None:
-    response = httpx.post(f"{minilm.base_url}/v1/embeddings", json={"input": 5, "model": MINILM})
+def test_errors_have_exactly_openais_four_fields(minilm_module: Service) -> None:
+    response = httpx.post(f"{minilm_module.base_url}/v1/embeddings", json={"input": 5, "model": MINILM})
     assert response.status_code == 400
     body = response.json()
     assert set(body) == {"error"}
@@ -169,14 +159,14 @@ def test_errors_have_exactly_openais_four_fields(minilm: Service) -> None:
     assert body["error"]["param"] == "input" and body["error"]["type"] == "invalid_request_error"
 
 
-def test_malformed_json_gets_400_in_openai_form(minilm: Service) -> None:
-    response = httpx.post(f"{minilm.base_url}/v1/embeddings", content=b"{not json")
+def test_malformed_json_gets_400_in_openai_form(minilm_module: Service) -> None:
+    response = httpx.post(f"{minilm_module.base_url}/v1/embeddings", content=b"{not json")
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]["message"]
 
 
-def test_a_missing_model_gets_400_naming_the_param(minilm: Service) -> None:
-    response = httpx.post(f"{minilm.base_url}/v1/embeddings", json={"input": "x"})
+def test_a_missing_model_gets_400_naming_the_param(minilm_module: Service) -> None:
+    response = httpx.post(f"{minilm_module.base_url}/v1/embeddings", json={"input": "x"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "model"
 
 
@@ -203,8 +193,8 @@ def test_exactly_as_many_token_ids_as_the_model_takes_are_embedded(client: OpenA
     assert response.usage.prompt_tokens == 256
 
 
-def test_the_original_endpoints_keep_their_detail_errors(minilm: Service) -> None:
-    response = httpx.post(f"{minilm.base_url}/get_embedding_vector/", json={"text": "x", "model_name": "nope"})
+def test_the_original_endpoints_keep_their_detail_errors(minilm_module: Service) -> None:
+    response = httpx.post(f"{minilm_module.base_url}/get_embedding_vector/", json={"text": "x", "model_name": "nope"})
     assert response.status_code == 422 and "detail" in response.json()
 
 
@@ -214,8 +204,8 @@ def test_models_are_listed_in_openai_form(client: OpenAI) -> None:
     assert all(model.object == "model" for model in models)
 
 
-def test_openapi_document_describes_the_openai_endpoints(minilm: Service) -> None:
-    document = httpx.get(f"{minilm.base_url}/openapi.json").json()
+def test_openapi_document_describes_the_openai_endpoints(minilm_module: Service) -> None:
+    document = httpx.get(f"{minilm_module.base_url}/openapi.json").json()
     operation = document["paths"]["/v1/embeddings"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("OpenAIEmbeddingRequest")
     assert operation["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("OpenAIErrorResponse")

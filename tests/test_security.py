@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import MINILM
-from tests.harness import Service
+from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
 TOKEN = "correct horse battery staple"
@@ -17,12 +17,9 @@ TOKEN = "correct horse battery staple"
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
-    service = Service(tmp_path_factory.mktemp("secured"), models_dir,
-                      {"MODELS_TO_SERVE": MINILM, "USE_SECURITY_TOKEN": "true", "SECURITY_TOKEN": TOKEN})
-    try:
-        yield service.start()
-    finally:
-        service.stop()
+    with running(tmp_path_factory.mktemp("secured"), models_dir, MODELS_TO_SERVE=MINILM, USE_SECURITY_TOKEN="true",
+                 SECURITY_TOKEN=TOKEN) as service:
+        yield service
 
 
 def _embed(service: Service, **kwargs: object) -> httpx.Response:

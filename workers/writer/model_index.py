@@ -20,11 +20,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from shared.file_integrity import fsync_path
 from shared.index_manifest import (
     APPROXIMATE,
     EXACT,
     IndexManifest,
-    fsync_path,
     index_file_name,
     read_manifest,
     write_manifest,
