@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from shared.schema import embeddings, sqlite_engine
+from shared.schema import embeddings, first_column_page, sqlite_engine
 
 CacheKey = tuple[str, str]  # (model_name, text_hash)
 _SQLITE_MAX_PARAMS = 900
@@ -60,11 +60,8 @@ class VectorCache:
         return await asyncio.to_thread(self._strings, offset, limit)
 
     def _strings(self, offset: int, limit: int | None) -> list[str]:
-        query = select(embeddings.c.text).distinct().order_by(embeddings.c.text).offset(offset)
-        if limit is not None:
-            query = query.limit(limit)
-        with self._engine.connect() as connection:
-            return [row[0] for row in connection.execute(query)]
+        query = select(embeddings.c.text).distinct().order_by(embeddings.c.text)
+        return first_column_page(self._engine, query, offset, limit)
 
     def close(self) -> None:
         self._engine.dispose()

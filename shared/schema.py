@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql import Select
 
 metadata = MetaData()
 
@@ -88,6 +90,15 @@ document_embeddings = Table(
 def text_hash(text: str) -> str:
     """The cache key's text part, as in the original service: SHA3-256 of the UTF-8 text."""
     return hashlib.sha3_256(text.encode("utf-8")).hexdigest()
+
+
+def first_column_page(engine: Engine, query: Select[Any], offset: int, limit: int | None) -> list[Any]:
+    """The first column of `query`'s rows from `offset`, at most `limit` of them (all when None)."""
+    query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as connection:
+        return [row[0] for row in connection.execute(query)]
 
 
 def sqlite_engine(path: Path, *, read_only: bool = False) -> Engine:

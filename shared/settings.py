@@ -8,7 +8,7 @@ else reads the environment.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
@@ -79,7 +79,6 @@ class Settings:
     search_tail_max_rows: int
     search_faiss_threads: int
     log_level: str
-    env: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def run_dir(self) -> Path:
@@ -150,7 +149,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         max_queue_per_model=int(get("MAX_QUEUE_PER_MODEL", 4096, int)),  # type: ignore[arg-type]
         worker_credits=int(get("WORKER_CREDITS", 64, int)),  # type: ignore[arg-type]
         batch_token_budget=int(get("BATCH_TOKEN_BUDGET", 0, int)),  # type: ignore[arg-type]
-        batch_window_ms=float(get("BATCH_WINDOW_MS", 2.0, float)),  # type: ignore[arg-type]
+        batch_window_ms=float(get("BATCH_WINDOW_MS", 0.0, float)),  # type: ignore[arg-type]
         db_write_batch_size=int(get("DB_WRITE_BATCH_SIZE", 128, int)),  # type: ignore[arg-type]
         db_flush_interval_ms=float(get("DB_FLUSH_INTERVAL_MS", 20.0, float)),  # type: ignore[arg-type]
         max_retries=int(get("MAX_RETRIES", 10, int)),  # type: ignore[arg-type]
@@ -185,7 +184,6 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         search_tail_max_rows=int(get("SEARCH_TAIL_MAX_ROWS", 50_000, int)),  # type: ignore[arg-type]
         search_faiss_threads=int(get("SEARCH_FAISS_THREADS", 1, int)),  # type: ignore[arg-type]
         log_level=str(get("LOG_LEVEL", "INFO")).upper(),
-        env={**overrides},
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from shared.schema import document_embeddings, sqlite_engine
+from shared.schema import document_embeddings, first_column_page, sqlite_engine
 
 RESULTS_FORMAT = "sentences-v1"  # recorded in the metadata entry of every answer
 
@@ -62,12 +62,8 @@ class DocumentLibrary:
 
     def _filenames(self, offset: int, limit: int | None) -> list[str]:
         first_stored = func.min(document_embeddings.c.id)
-        query = (select(document_embeddings.c.filename).group_by(document_embeddings.c.filename)
-                 .order_by(first_stored).offset(offset))
-        if limit is not None:
-            query = query.limit(limit)
-        with self._engine.connect() as connection:
-            return [row[0] for row in connection.execute(query)]
+        query = select(document_embeddings.c.filename).group_by(document_embeddings.c.filename).order_by(first_stored)
+        return first_column_page(self._engine, query, offset, limit)
 
     def close(self) -> None:
         self._engine.dispose()
