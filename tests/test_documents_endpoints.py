@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 
 from gateway.documents.packaging import ORIENTS
 from shared.schema import document_embeddings, documents, embeddings, sqlite_engine, text_hash
-from tests.conftest import MINILM, _service
+from tests.conftest import MINILM
 from tests.document_files import fpdf_pdf, ghostscript_pdf, image_only_pdf, png_image, prose
-from tests.harness import Service
+from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,9 @@ ACCENTED_SENTENCES = [
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Any) -> Iterator[Service]:
-    yield from _service(tmp_path_factory, models_dir, MODELS_TO_SERVE=MINILM, MAX_UPLOAD_SIZE_MB=str(UPLOAD_LIMIT_MB))
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM,
+                 MAX_UPLOAD_SIZE_MB=str(UPLOAD_LIMIT_MB)) as service:
+        yield service
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from shared.index_manifest import IndexManifest, model_index_dir, read_manifest
-from tests.conftest import MINILM, _service
-from tests.harness import Service
+from tests.conftest import MINILM
+from tests.harness import Service, running
 from tests.search_cases import CASES
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,8 @@ SEARCH = "/get_most_similar_string_from_database/"
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
     """The default model alone, shared by the tests of this module that only add strings."""
-    yield from _service(tmp_path_factory, models_dir, MODELS_TO_SERVE=MINILM)
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM) as service:
+        yield service
 
 
 def search(service: Service, text: str, k: int | None = None, **extra: Any) -> httpx.Response:
