@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import zmq
@@ -24,6 +25,7 @@ from shared.protocol import (
     Cancel,
     Embed,
     Failure,
+    Fatal,
     Heartbeat,
     Kind,
     ProtocolError,
@@ -80,7 +82,7 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
                   dimensions=engine.dimensions, max_tokens=engine.max_tokens, credits=settings.worker_credits,
                   threads=config.threads, vocab_size=engine.vocab_size, special_tokens=engine.special_tokens)
     try:
-        _io_loop(settings, stop, identity, ready, context, io_end, config.model_path)
+        _io_loop(settings, stop, identity, ready, context, io_end, config.model_path, compute.is_alive)
     finally:
         io_end.send_multipart([b"stop"])
         compute.join(timeout=5)
@@ -137,8 +139,18 @@ def _compute_loop(engine: Engine, pipe: zmq.Socket, window: float, token_budget:
                 pipe.send_multipart(encode(Result(request_id=request_id, token_counts=[], vectors=job.vectors,
                                                   batch_sizes=batch_sizes)))
                 batch_sizes = []
-        for group in plan_groups([it for it in items if it.request_id in jobs], token_budget, engine.max_sequences):
-            vectors = engine.embed([item.tokens for item in group])
+        for planned in plan_groups([it for it in items if it.request_id in jobs], token_budget, engine.max_sequences):
+            group = [item for item in planned if item.request_id in jobs]
+            if not group:
+                continue
+            try:
+                vectors = engine.embed([item.tokens for item in group])
+            except Exception as exc:  # llama.cpp refused this call: fail its requests, keep serving the rest
+                log.exception("llama.cpp call of %d sequences failed", len(group))
+                for request_id in {item.request_id for item in group}:
+                    if jobs.pop(request_id, None) is not None:
+                        pipe.send_multipart(encode(Failure(request_id=request_id, reason=f"llama.cpp: {exc}")))
+                continue
             batch_sizes.append(len(group))
             for row, item in enumerate(group):
                 job = jobs[item.request_id]
@@ -151,7 +163,7 @@ def _compute_loop(engine: Engine, pipe: zmq.Socket, window: float, token_budget:
 
 
 def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,
-             pipe: zmq.Socket, model_path: str) -> None:
+             pipe: zmq.Socket, model_path: str, compute_alive: Callable[[], bool]) -> None:
     interval = settings.heartbeat_interval_seconds
     reporter = StatusReporter(context, settings.events_address)
     dealer = _connect(context, settings, identity, ready)
@@ -173,6 +185,12 @@ def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready
                 log.info("stopping: finishing %d requests in flight", len(in_flight))
             if leaving_since is not None and (not in_flight or now - leaving_since > settings.stop_timeout_seconds):
                 return
+            if not compute_alive():
+                # Heartbeats alone would hide a dead compute thread: say FATAL so that the gateway requeues
+                # what this worker holds, and exit so that the supervisor starts a replacement.
+                dealer.send_multipart(encode(Fatal(reason="the compute thread died")))
+                time.sleep(0.2)  # the socket closes with linger 0: give the FATAL time to leave
+                raise RuntimeError("the compute thread died")
             events = dict(poller.poll(int(interval * 250)))
             if dealer in events:
                 while dealer.poll(0):
