@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import BadRequest
-from gateway.openapi import Endpoint, QueryParam
+from gateway.openapi import EMBEDDING_ERRORS, Endpoint, QueryParam
 from gateway.responses import VectorJSONResponse
 from gateway.schemas import (
     EmbeddingRequest,
@@ -57,10 +57,10 @@ async def get_all_stored_strings(request: Request) -> Response:
 ENDPOINTS = [
     Endpoint("POST", "/get_embedding_vector/", get_embedding_vector,
              "Embedding vector of one text (from the cache when it was computed before)", "embeddings",
-             request_model=EmbeddingRequest, response_model=EmbeddingResponse, errors=(413, 422, 429, 503, 504)),
+             request_model=EmbeddingRequest, response_model=EmbeddingResponse, errors=EMBEDDING_ERRORS),
     Endpoint("POST", "/get_embedding_vectors/", get_embedding_vectors,
              "Embedding vectors of several texts in one request, in input order", "embeddings",
-             request_model=EmbeddingsRequest, response_model=EmbeddingsResponse, errors=(413, 422, 429, 503, 504)),
+             request_model=EmbeddingsRequest, response_model=EmbeddingsResponse, errors=EMBEDDING_ERRORS),
     Endpoint("GET", "/get_list_of_available_model_names/", get_list_of_available_model_names,
              "Names of the models that requests accept", "models", response_model=ModelNamesResponse, errors=()),
     Endpoint("GET", "/get_all_stored_strings/", get_all_stored_strings,

@@ -10,7 +10,8 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.openapi import Endpoint
+from gateway.openapi import EMBEDDING_ERRORS, Endpoint
+from gateway.responses import VectorJSONResponse
 from gateway.search_schemas import (
     SemanticSearchRequest,
     SemanticSearchResponse,
@@ -33,9 +34,9 @@ async def compute_similarity_between_strings(request: Request) -> Response:
     model = body.chosen_model(state.settings.default_model_name)
     client = request.client.host if request.client else None
     first, second = await state.embeddings.embed(model, [body.text1, body.text2], client_ip=client)
-    return JSONResponse({"text1": body.text1, "text2": body.text2, "similarity_measure": "cosine_similarity",
-                         "similarity": cosine_similarity(first.vector, second.vector),
-                         "embedding1": first.vector.tolist(), "embedding2": second.vector.tolist(), "model": model})
+    return VectorJSONResponse({"text1": body.text1, "text2": body.text2, "similarity_measure": "cosine_similarity",
+                               "similarity": cosine_similarity(first.vector, second.vector),
+                               "embedding1": first.vector, "embedding2": second.vector, "model": model})
 
 
 async def get_most_similar_string_from_database(request: Request) -> Response:
@@ -52,9 +53,9 @@ async def get_most_similar_string_from_database(request: Request) -> Response:
 ENDPOINTS = [
     Endpoint("POST", "/compute_similarity_between_strings/", compute_similarity_between_strings,
              "Cosine similarity of two texts' embeddings (each from the cache or computed and cached)", "similarity",
-             request_model=SimilarityRequest, response_model=SimilarityResponse, errors=(413, 422, 429, 503, 504)),
+             request_model=SimilarityRequest, response_model=SimilarityResponse, errors=EMBEDDING_ERRORS),
     Endpoint("POST", "/get_most_similar_string_from_database/", get_most_similar_string_from_database,
              "The stored strings most similar to a text, best first (the text itself left out)", "similarity",
              request_model=SemanticSearchRequest, response_model=SemanticSearchResponse,
-             errors=(413, 422, 429, 503, 504)),
+             errors=EMBEDDING_ERRORS),
 ]
