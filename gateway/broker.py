@@ -111,6 +111,14 @@ class Broker:
                 job.future.set_exception(Unavailable("the gateway is shutting down"))
         self._socket.close(linger=0)
 
+    def _counters(self, model: str) -> ModelCounters:
+        # Not setdefault(model, ModelCounters()): that builds and drops a ModelCounters (and its Counter) on
+        # every request and every result.
+        counters = self.counters.get(model)
+        if counters is None:
+            counters = self.counters[model] = ModelCounters()
+        return counters
+
     def live_workers(self, model: str) -> list[WorkerState]:
         return [w for w in self._workers.values() if w.ready.model == model and not w.leaving]
 
@@ -130,7 +138,7 @@ class Broker:
             raise Overloaded(f"the queue of model {model!r} is full ({len(queue)} requests); retry shortly")
         loop = asyncio.get_running_loop()
         job = Job(next(self._ids), model, texts, loop.create_future(), time.monotonic(), token_ids=token_ids or [])
-        counters = self.counters.setdefault(model, ModelCounters())
+        counters = self._counters(model)
         counters.requests += 1
         counters.texts += len(texts) + len(job.token_ids)
         queue.append(job)
@@ -201,7 +209,7 @@ class Broker:
                 self._workers[identity] = WorkerState(identity, message, time.monotonic())
                 log.info("worker %s ready (pid %d, %d-d, %d credits)", identity.decode(errors="replace"),
                          message.pid, message.dimensions, message.credits)
-                self.counters.setdefault(message.model, ModelCounters()).workers_registered += 1
+                self._counters(message.model).workers_registered += 1
             else:
                 worker.last_seen = time.monotonic()
             self.last_ready[message.model] = message
@@ -213,7 +221,7 @@ class Broker:
             return
         worker.last_seen = time.monotonic()
         if isinstance(message, Result):  # counted even when late: the worker did the work
-            counters = self.counters.setdefault(worker.ready.model, ModelCounters())
+            counters = self._counters(worker.ready.model)
             counters.tokens += sum(message.token_counts)
             counters.batch_sizes.update(message.batch_sizes)
         if isinstance(message, Result) or isinstance(message, Failure):
@@ -236,7 +244,7 @@ class Broker:
         if worker is None:
             return
         model = worker.ready.model
-        counters = self.counters.setdefault(model, ModelCounters())
+        counters = self._counters(model)
         if worker.leaving:  # it said BYE (scale down, stop): a departure, not a loss
             counters.workers_left += 1
         else:
@@ -277,7 +285,7 @@ class Broker:
             while queue and now - queue[0].queued_at > wait:
                 job = queue.popleft()
                 if not job.future.done():
-                    self.counters.setdefault(model, ModelCounters()).failed += 1
+                    self._counters(model).failed += 1
                     job.future.set_exception(
                         Unavailable(f"no live worker for model {model!r} within WORKER_WAIT_SECONDS={wait:g}"))
 

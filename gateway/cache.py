@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
+from gateway.stored_vectors import DatabaseConnection, StoredVectorReader
 from shared.schema import embeddings, first_column_page, sqlite_engine
 
 CacheKey = tuple[str, str]  # (model_name, text_hash)
-_SQLITE_MAX_PARAMS = 900
 
 
 class VectorCache:
@@ -23,6 +23,14 @@ class VectorCache:
         self._memory: OrderedDict[CacheKey, np.ndarray] = OrderedDict()
         self._capacity = capacity
         self._engine = sqlite_engine(database_path, read_only=True)
+        # The hot lookup bypasses SQLAlchemy on a connection of its own (gateway/stored_vectors.py says why);
+        # the engine's connection keeps the shared pragmas (read-only, busy_timeout, autocommit).
+        self._stored = StoredVectorReader(self._reader_connection)
+
+    def _reader_connection(self) -> DatabaseConnection:
+        connection = self._engine.raw_connection()
+        connection.detach()  # out of the pool: after an error the reader closes it and opens the file afresh
+        return connection
 
     def get_memory(self, key: CacheKey) -> np.ndarray | None:
         vector = self._memory.get(key)
@@ -37,23 +45,10 @@ class VectorCache:
             self._memory.popitem(last=False)
 
     async def get_stored(self, model: str, hashes: list[str]) -> dict[str, np.ndarray]:
-        """Vectors already in the database for these hashes (one query per 900 hashes, off the event loop)."""
-        if not hashes:
-            return {}
-        found = await asyncio.to_thread(self._read, model, hashes)
+        """Vectors already in the database for these hashes, remembered in memory too."""
+        found = await self._stored.read(model, hashes)
         for text_hash, vector in found.items():
             self.put((model, text_hash), vector)
-        return found
-
-    def _read(self, model: str, hashes: list[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        with self._engine.connect() as connection:
-            for start in range(0, len(hashes), _SQLITE_MAX_PARAMS):
-                chunk = hashes[start:start + _SQLITE_MAX_PARAMS]
-                query = select(embeddings.c.text_hash, embeddings.c.embedding).where(
-                    embeddings.c.model_name == model, embeddings.c.text_hash.in_(chunk))
-                for text_hash, blob in connection.execute(query):
-                    found[text_hash] = np.frombuffer(blob, dtype=np.float32)
         return found
 
     async def stored_strings(self, offset: int, limit: int | None) -> list[str]:
@@ -64,4 +59,5 @@ class VectorCache:
         return first_column_page(self._engine, query, offset, limit)
 
     def close(self) -> None:
+        self._stored.close()
         self._engine.dispose()

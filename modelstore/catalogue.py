@@ -38,6 +38,7 @@ class ModelEntry:
     dimensions: int
     max_tokens: int
     batch_tokens: int = 256
+    flash_attention: bool = False
     size_bytes: int = 0
     sha256: str = ""
     url: str = ""
@@ -95,7 +96,10 @@ def add_local_entry(models_dir: Path, entry: ModelEntry) -> None:
         for key, value in vars(item).items():
             if key == "name" or value in ("", 0):
                 continue
-            lines.append(f"{key} = {value}" if isinstance(value, int) else f"{key} = {_toml_string(value)}")
+            if isinstance(value, bool):
+                lines.append(f"{key} = {str(value).lower()}")
+            else:
+                lines.append(f"{key} = {value}" if isinstance(value, int) else f"{key} = {_toml_string(value)}")
         lines.append("")
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")

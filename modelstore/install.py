@@ -123,8 +123,9 @@ def import_folder(path: Path, models_dir: Path, *, name: str | None = None) -> M
         target = models_dir / file
         if path.is_dir():
             report = _convert(path, target, name)
-            fields = dict(format="sentence-transformers", pooling=report.pooling,
-                          dimensions=report.dimensions, max_tokens=report.max_tokens)
+            # A converted BERT is non-causal: flash attention and a large budget, as measured for MiniLM.
+            fields = dict(format="sentence-transformers", pooling=report.pooling, dimensions=report.dimensions,
+                          max_tokens=report.max_tokens, flash_attention=True, batch_tokens=512)
         else:
             dimensions, max_tokens = _gguf_shape(path)
             with path.open("rb") as source:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from decouple import Config, RepositoryEmpty, RepositoryEnv
 
@@ -33,7 +34,7 @@ class Settings:
     default_model_name: str
     default_models: tuple[str, ...]
     models_to_serve: tuple[str, ...]
-    workers_per_model: int
+    workers_per_model: int  # 0: "auto", one-thread workers filling the thread budget (supervision/allotment.py)
     worker_threads_total: int
     allow_thread_oversubscription: bool
     worker_bind_address: str
@@ -114,7 +115,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
     config = Config(repository)
     overrides = overrides or {}
 
-    def get(name: str, default: object, cast: type = str) -> object:
+    def get(name: str, default: object, cast: Callable[[Any], object] = str) -> object:
         if name in overrides:
             raw: object = overrides[name]
             return raw if cast is str else _cast(raw, cast)
@@ -137,7 +138,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         default_model_name=str(get("DEFAULT_MODEL_NAME", "all-minilm-l6-v2")),
         default_models=default_models,
         models_to_serve=_csv(str(get("MODELS_TO_SERVE", ""))),
-        workers_per_model=int(get("WORKERS_PER_MODEL", 1, int)),  # type: ignore[arg-type]
+        workers_per_model=int(get("WORKERS_PER_MODEL", "auto", _workers)),  # type: ignore[arg-type]
         worker_threads_total=int(get("WORKER_THREADS_TOTAL", cores, int)),  # type: ignore[arg-type]
         allow_thread_oversubscription=bool(get("ALLOW_THREAD_OVERSUBSCRIPTION", False, bool)),
         worker_bind_address=worker_bind,
@@ -198,7 +199,17 @@ def _bool(value: object) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-def _cast(raw: object, cast: type) -> object:
+def _workers(value: object) -> int:
+    text = str(value).strip().lower()
+    if text in {"auto", "", "0"}:
+        return 0
+    count = int(text)
+    if count < 0:
+        raise ValueError(f"WORKERS_PER_MODEL must be 'auto' or a positive count, not {value!r}")
+    return count
+
+
+def _cast(raw: object, cast: Callable[[Any], object]) -> object:
     return _bool(raw) if cast is bool else cast(raw)
 
 

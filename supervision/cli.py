@@ -17,6 +17,7 @@ from modelstore.catalogue import Catalogue, load_catalogue
 from shared.lifecycle import StopFlag
 from shared.logs import configure_logging
 from shared.settings import PROJECT_ROOT, Settings, load_settings
+from supervision.allotment import default_workers_per_model
 from supervision.children import child_environment, pid_file
 from supervision.control import CommandFailed, NotRunning, is_running, send_command
 from supervision.ramdisk_commands import add_parser as add_ramdisk_parser
@@ -36,7 +37,8 @@ def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
         raise SystemExit("no model is installed; run `supervisor.py models pull NAME`")
     if settings.default_model_name not in names:
         raise SystemExit(f"DEFAULT_MODEL_NAME {settings.default_model_name!r} is not among the served models {names}")
-    return Desired(workers={name: settings.workers_per_model for name in names},
+    per_model = settings.workers_per_model or default_workers_per_model(len(names), settings.worker_threads_total)
+    return Desired(workers={name: per_model for name in names},
                    model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in names})
 
 

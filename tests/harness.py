@@ -46,6 +46,9 @@ class Service:
             "LLAMA_EMBEDDING_SERVER_LISTEN_PORT": str(self.port),
             "LLAMA_EMBEDDING_SERVER_LISTEN_HOST": "127.0.0.1",
             "LLAMA_EMBEDDINGS_CONFIG": str(self.data_dir / "no-config.env"),
+            # One worker per model unless a test says otherwise: many tests name "the" worker. The default
+            # (auto) has its own test in test_supervisor.py.
+            "WORKERS_PER_MODEL": "1",
         })
         env.update(self.env_overrides)
         return env

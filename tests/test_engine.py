@@ -10,7 +10,6 @@ import pytest
 
 from modelstore.catalogue import load_catalogue
 from tests.conftest import MINILM, SMOLLM
-from workers.embedder.batcher import Item, plan_groups
 from workers.embedder.engine import Engine, EngineConfig
 
 pytestmark = pytest.mark.slow
@@ -60,17 +59,3 @@ def test_long_input_is_truncated_to_max_tokens_keeping_the_separator(minilm: Eng
     tokens = minilm.tokenize("word " * 1000)
     assert len(tokens) == minilm.max_tokens == 256
     assert tokens[-1] == minilm.tokenize("")[-1]  # [SEP]
-
-
-def test_groups_respect_the_token_budget_and_keep_every_item() -> None:
-    items = [Item(request_id=i // 3, index=i % 3, tokens=[0] * (5 + i)) for i in range(12)]
-    groups = plan_groups(items, token_budget=40, max_sequences=4)
-    assert sorted((it.request_id, it.index) for g in groups for it in g) == sorted((it.request_id, it.index) for it in items)
-    for group in groups:
-        assert len(group) <= 4
-        assert sum(len(it.tokens) for it in group) <= 40 or len(group) == 1
-
-
-def test_an_item_longer_than_the_budget_forms_a_group_alone() -> None:
-    groups = plan_groups([Item(0, 0, [0] * 100), Item(1, 0, [0] * 3)], token_budget=10, max_sequences=8)
-    assert [len(g) for g in groups] == [1, 1]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import MINILM
-from tests.harness import PROJECT_ROOT, Service, free_port
+from tests.harness import PROJECT_ROOT, Service, free_port, running
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +41,14 @@ def test_500_concurrent_requests_store_each_text_once_and_stop_leaves_no_process
     stored = _stored_texts(minilm_service)
     assert sorted(stored) == sorted(distinct)
     assert minilm_service.leftover_processes() == []
+
+
+def test_by_default_a_lone_model_gets_one_thread_workers_filling_the_cores(tmp_path: Path, models_dir: Path) -> None:
+    with running(tmp_path, models_dir, MODELS_TO_SERVE=MINILM, WORKERS_PER_MODEL="auto") as service:
+        service.wait_for(lambda: sum(w["state"] == "ready" for w in service.workers()) == (os.cpu_count() or 1),
+                         timeout=60, message="one worker per core")
+        assert {w["threads"] for w in service.workers()} == {1}
+        assert service.embed("served by one of them")["embedding"]
 
 
 def test_status_lists_every_process_with_pid_state_memory_and_requests(minilm_service: Service) -> None:

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     entry = load_catalogue(settings.models_dir)[args.model]
     config = EngineConfig(model_path=args.model_path, pooling=entry.pooling, max_tokens=entry.max_tokens,
-                          threads=args.threads, token_budget=settings.batch_token_budget or entry.batch_tokens)
+                          threads=args.threads, token_budget=settings.batch_token_budget or entry.batch_tokens,
+                          flash_attention=entry.flash_attention)
     try:
         run_embedder(settings, stop, WorkerIdentity(args.model, args.worker_id, os.getpid()), config)
     except Exception:

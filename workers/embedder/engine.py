@@ -30,6 +30,7 @@ class EngineConfig:
     max_tokens: int
     threads: int
     token_budget: int
+    flash_attention: bool = False
 
 
 class Engine:
@@ -51,6 +52,7 @@ class Engine:
             n_threads_batch=config.threads,
             pooling_type=_POOLING[config.pooling],
             use_mmap=True,
+            flash_attn=config.flash_attention,
             verbose=False,
         )
         self.dimensions = self._llm.n_embd()

@@ -2,9 +2,8 @@
 
 The I/O thread owns the DEALER to the gateway: it registers (READY), heartbeats both ways, forwards work to
 the compute thread over an inproc PAIR and results back. Because llama.cpp calls release the GIL, heartbeats
-keep flowing while a batch runs. The compute thread owns the engine: it takes everything queued, groups it
-by a token budget and posts one RESULT per request as soon as that request's texts are done. Sockets never
-cross threads (the ZeroMQ guide's rule), hence the PAIR.
+keep flowing while a batch runs. The compute thread (compute.py) owns the engine. Sockets never cross
+threads (the ZeroMQ guide's rule), hence the PAIR.
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import zmq
 
 from shared.events import StatusReporter
@@ -37,7 +35,7 @@ from shared.protocol import (
     kind_of,
 )
 from shared.settings import Settings
-from workers.embedder.batcher import Item, plan_groups
+from workers.embedder.compute import STOP, ComputeLoop
 from workers.embedder.engine import Engine, EngineConfig
 
 log = logging.getLogger(__name__)
@@ -55,13 +53,6 @@ class WorkerIdentity:
         return f"{self.model}/{self.worker_id}/{self.pid}".encode()
 
 
-@dataclass
-class _Job:
-    texts_left: int
-    vectors: np.ndarray
-    token_counts: list[int] = field(default_factory=list)
-
-
 def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, config: EngineConfig) -> None:
     """Load the model, then serve until stopped. Returns after in-flight requests are answered."""
     started = time.monotonic()
@@ -73,10 +64,9 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
     compute_end.bind(_PIPE)
     io_end = context.socket(zmq.PAIR)
     io_end.connect(_PIPE)
-    compute = threading.Thread(
-        target=_compute_loop, args=(engine, compute_end, settings.batch_window_ms / 1000, config.token_budget),
-        name="compute", daemon=True,
-    )
+    compute_loop = ComputeLoop(engine, compute_end, config.token_budget)
+    compute = threading.Thread(target=compute_loop.run, args=(settings.batch_window_ms / 1000,), name="compute",
+                               daemon=True)
     compute.start()
     ready = Ready(model=identity.model, worker_id=identity.worker_id, pid=identity.pid,
                   dimensions=engine.dimensions, max_tokens=engine.max_tokens, credits=settings.worker_credits,
@@ -84,82 +74,11 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
     try:
         _io_loop(settings, stop, identity, ready, context, io_end, config.model_path, compute.is_alive)
     finally:
-        io_end.send_multipart([b"stop"])
+        io_end.send_multipart(STOP)
         compute.join(timeout=5)
         io_end.close(linger=0)
         context.term()
         engine.close()
-
-
-def _compute_loop(engine: Engine, pipe: zmq.Socket, window: float, token_budget: int) -> None:
-    cancelled: set[int] = set()
-    batch_sizes: list[int] = []  # llama.cpp calls since the last RESULT, reported with the next one
-    while True:
-        frames = pipe.recv_multipart()
-        if frames == [b"stop"]:
-            pipe.close(linger=0)
-            return
-        incoming = [frames]
-        deadline = time.monotonic() + window
-        # Gather what arrives within the batching window, so concurrent requests share llama.cpp calls.
-        while (remaining := deadline - time.monotonic()) > 0 and pipe.poll(int(remaining * 1000) or 1):
-            incoming.append(pipe.recv_multipart())
-        while pipe.poll(0):
-            incoming.append(pipe.recv_multipart())
-        jobs: dict[int, _Job] = {}
-        items: list[Item] = []
-        for message_frames in incoming:
-            if message_frames == [b"stop"]:
-                pipe.close(linger=0)
-                return
-            message = decode(message_frames)
-            if isinstance(message, Cancel):
-                cancelled.add(message.request_id)
-            elif isinstance(message, Embed):
-                try:
-                    if message.token_ids:
-                        token_lists = [engine.frame_token_ids(ids) for ids in message.token_ids]
-                    else:
-                        token_lists = [engine.tokenize(text) for text in message.texts]
-                except Exception as exc:  # an untokenisable text or a bad token id must not kill the worker
-                    pipe.send_multipart(encode(Failure(request_id=message.request_id, reason=f"tokenizer: {exc}")))
-                    continue
-                jobs[message.request_id] = _Job(
-                    texts_left=len(token_lists),
-                    vectors=np.empty((len(token_lists), engine.dimensions), dtype=np.float32),
-                    token_counts=[len(t) for t in token_lists],
-                )
-                items.extend(Item(message.request_id, i, tokens) for i, tokens in enumerate(token_lists))
-        for request_id in list(jobs):
-            if request_id in cancelled:
-                cancelled.discard(request_id)
-                del jobs[request_id]
-        for request_id, job in jobs.items():
-            if job.texts_left == 0:  # a request with no texts is answered at once
-                pipe.send_multipart(encode(Result(request_id=request_id, token_counts=[], vectors=job.vectors,
-                                                  batch_sizes=batch_sizes)))
-                batch_sizes = []
-        for planned in plan_groups([it for it in items if it.request_id in jobs], token_budget, engine.max_sequences):
-            group = [item for item in planned if item.request_id in jobs]
-            if not group:
-                continue
-            try:
-                vectors = engine.embed([item.tokens for item in group])
-            except Exception as exc:  # llama.cpp refused this call: fail its requests, keep serving the rest
-                log.exception("llama.cpp call of %d sequences failed", len(group))
-                for request_id in {item.request_id for item in group}:
-                    if jobs.pop(request_id, None) is not None:
-                        pipe.send_multipart(encode(Failure(request_id=request_id, reason=f"llama.cpp: {exc}")))
-                continue
-            batch_sizes.append(len(group))
-            for row, item in enumerate(group):
-                job = jobs[item.request_id]
-                job.vectors[item.index] = vectors[row]
-                job.texts_left -= 1
-                if job.texts_left == 0:
-                    pipe.send_multipart(encode(Result(request_id=item.request_id, token_counts=job.token_counts,
-                                                      vectors=job.vectors, batch_sizes=batch_sizes)))
-                    batch_sizes = []
 
 
 def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,

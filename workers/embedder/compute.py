@@ -1,0 +1,114 @@
+"""The embedding worker's compute thread: it owns the engine and feeds it from one queue of texts.
+
+Work arrives from the I/O thread over an inproc PAIR (sockets never cross threads). Between two llama.cpp
+calls the thread takes in everything that has arrived, so new requests ride in the next call (continuous
+batching, see batcher.py), and each request gets its RESULT as soon as its last text is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from shared.protocol import Cancel, Embed, Failure, Result, decode, encode
+from workers.embedder.batcher import Item, TextQueue
+from workers.embedder.engine import Engine
+
+log = logging.getLogger(__name__)
+STOP = [b"stop"]
+
+
+@dataclass
+class _Job:
+    texts_left: int
+    vectors: np.ndarray
+    token_counts: list[int] = field(default_factory=list)
+
+
+class ComputeLoop:
+    def __init__(self, engine: Engine, pipe: zmq.Socket, token_budget: int) -> None:
+        self._engine = engine
+        self._pipe = pipe
+        self._queue = TextQueue(token_budget, engine.max_sequences)
+        self._jobs: dict[int, _Job] = {}
+        self._batch_sizes: list[int] = []  # llama.cpp calls since the last RESULT, reported with the next one
+
+    def run(self, window: float) -> None:
+        """Serve until the I/O thread sends STOP. `window`: how long an idle loop gathers before a call."""
+        try:
+            while True:
+                if not self._queue:
+                    if not self._take(self._pipe.recv_multipart()):
+                        return
+                    deadline = time.monotonic() + window
+                    while (remaining := deadline - time.monotonic()) > 0 and self._pipe.poll(int(remaining * 1000) or 1):
+                        if not self._take(self._pipe.recv_multipart()):
+                            return
+                while self._pipe.poll(0):
+                    if not self._take(self._pipe.recv_multipart()):
+                        return
+                self._compute(self._queue.next_group(self._jobs))
+        finally:
+            self._pipe.close(linger=0)
+
+    def _take(self, frames: list[bytes]) -> bool:
+        """Admit one message; False for STOP."""
+        if frames == STOP:
+            return False
+        message = decode(frames)
+        if isinstance(message, Cancel):
+            self._jobs.pop(message.request_id, None)  # its queued texts are dropped by next_group
+        elif isinstance(message, Embed):
+            self._admit(message)
+        return True
+
+    def _admit(self, message: Embed) -> None:
+        try:
+            if message.token_ids:
+                token_lists = [self._engine.frame_token_ids(ids) for ids in message.token_ids]
+            else:
+                token_lists = [self._engine.tokenize(text) for text in message.texts]
+        except Exception as exc:  # an untokenisable text or a bad token id must not kill the worker
+            self._send(Failure(request_id=message.request_id, reason=f"tokenizer: {exc}"))
+            return
+        job = _Job(texts_left=len(token_lists), token_counts=[len(t) for t in token_lists],
+                   vectors=np.empty((len(token_lists), self._engine.dimensions), dtype=np.float32))
+        if not token_lists:  # a request with no texts is answered at once
+            self._send_result(message.request_id, job)
+            return
+        self._jobs[message.request_id] = job
+        self._queue.extend(Item(message.request_id, i, tokens) for i, tokens in enumerate(token_lists))
+
+    def _compute(self, group: list[Item]) -> None:
+        if not group:
+            return
+        try:
+            vectors = self._engine.embed([item.tokens for item in group])
+        except Exception as exc:  # llama.cpp refused this call: fail its requests, keep serving the rest
+            log.exception("llama.cpp call of %d sequences failed", len(group))
+            for request_id in dict.fromkeys(item.request_id for item in group):
+                if self._jobs.pop(request_id, None) is not None:
+                    self._send(Failure(request_id=request_id, reason=f"llama.cpp: {exc}"))
+            return
+        self._batch_sizes.append(len(group))
+        for row, item in enumerate(group):
+            job = self._jobs.get(item.request_id)
+            if job is None:  # cancelled while queued
+                continue
+            job.vectors[item.index] = vectors[row]
+            job.texts_left -= 1
+            if job.texts_left == 0:
+                del self._jobs[item.request_id]
+                self._send_result(item.request_id, job)
+
+    def _send_result(self, request_id: int, job: _Job) -> None:
+        self._send(Result(request_id=request_id, token_counts=job.token_counts, vectors=job.vectors,
+                          batch_sizes=self._batch_sizes))
+        self._batch_sizes = []
+
+    def _send(self, message: Result | Failure) -> None:
+        self._pipe.send_multipart(encode(message))
