@@ -29,6 +29,8 @@ class Embedded:
     tokens: int | None = None  # as the worker counted them; None for a stored vector whose count is unknown
 
 
+_MIN_PART = 16
+
 # Told of every vector computed (model, texts, text hashes, vectors), before it is returned: search uses it
 # to find a string as soon as its embedding exists, before the writer has indexed it.
 ComputedListener = Callable[[str, list[str], list[str], np.ndarray], None]
@@ -130,6 +132,25 @@ class EmbeddingService:
                 results[key] = Embedded(result.vectors[row], False, count)
         return [results[key] for key in keys]
 
+    async def _embed_spread(self, model: str, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """Vectors and token counts for `texts`; a large batch is split over the model's live workers.
+
+        Workers have one thread each by default, so a batch sent whole would run on one core while the others
+        idle. Parts of fewer than _MIN_PART texts are not worth their messages.
+        """
+        parts = max(1, min(len(self._broker.live_workers(model)), len(texts) // _MIN_PART))
+        if parts == 1:
+            result = await self._broker.embed(model, texts)
+            return result.vectors, result.token_counts
+        size = -(-len(texts) // parts)
+        outcomes = await asyncio.gather(*(self._broker.embed(model, texts[i:i + size])
+                                          for i in range(0, len(texts), size)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        results = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        return np.vstack([r.vectors for r in results]), [count for r in results for count in r.token_counts]
+
     async def _compute(self, model: str, to_compute: dict[CacheKey, str], results: dict[CacheKey, Embedded],
                        client_ip: str | None, document_id: int | None, started: float,
                        row_sink: list[dict[str, Any]] | None = None) -> None:
@@ -137,7 +158,7 @@ class EmbeddingService:
         futures = {key: loop.create_future() for key in to_compute}
         self._computing.update(futures)
         try:
-            result = await self._broker.embed(model, list(to_compute.values()))
+            vectors, token_counts = await self._embed_spread(model, list(to_compute.values()))
         except BaseException as exc:
             for future in futures.values():
                 if not future.done():
@@ -150,9 +171,9 @@ class EmbeddingService:
         finished = time.time()
         rows = []
         for row_index, (key, text) in enumerate(to_compute.items()):
-            vector = result.vectors[row_index]
-            results[key] = Embedded(vector, False, result.token_counts[row_index])
-            self.token_counts.put(key, result.token_counts[row_index])
+            vector = vectors[row_index]
+            results[key] = Embedded(vector, False, token_counts[row_index])
+            self.token_counts.put(key, token_counts[row_index])
             self._cache.put(key, vector)
             futures[key].set_result(vector)
             rows.append({
@@ -161,7 +182,7 @@ class EmbeddingService:
                 "response_time": finished, "total_time": finished - started, "document_id": document_id,
             })
         for listener in self.computed_listeners:
-            listener(model, list(to_compute.values()), [key[1] for key in to_compute], result.vectors)
+            listener(model, list(to_compute.values()), [key[1] for key in to_compute], vectors)
         if row_sink is not None:
             row_sink.extend(rows)
         else:

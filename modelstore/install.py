@@ -125,7 +125,7 @@ def import_folder(path: Path, models_dir: Path, *, name: str | None = None) -> M
             report = _convert(path, target, name)
             # A converted BERT is non-causal: flash attention and a large budget, as measured for MiniLM.
             fields = dict(format="sentence-transformers", pooling=report.pooling, dimensions=report.dimensions,
-                          max_tokens=report.max_tokens, flash_attention=True, batch_tokens=512)
+                          max_tokens=report.max_tokens, flash_attention=True, batch_tokens=128)
         else:
             dimensions, max_tokens = _gguf_shape(path)
             with path.open("rb") as source:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import MINILM, SMOLLM
-from tests.harness import Service
+from tests.harness import Service, running
 from tests.reference_bert import reference_embeddings
 
 pytestmark = pytest.mark.slow
@@ -148,3 +148,19 @@ def test_swagger_ui_is_served_at_the_root_without_internet(service: Service) -> 
     assert "//" not in page.text.replace("http://", "").split("<script>")[0].split("href=")[1][:3]
     script = httpx.get(f"{service.base_url}/swagger-assets/swagger-ui-bundle.js")
     assert script.status_code == 200 and len(script.content) > 100_000
+
+
+def test_a_large_batch_is_shared_by_the_models_workers_in_input_order(tmp_path: Path, models_dir: Path) -> None:
+    texts = [f"batch sentence number {i} for two workers" for i in range(64)]
+    with running(tmp_path, models_dir, MODELS_TO_SERVE=MINILM, WORKERS_PER_MODEL="2") as service:
+        service.wait_for(lambda: sum(w["state"] == "ready" for w in service.workers()) == 2, timeout=60,
+                         message="two workers")
+        with service.client() as client:
+            response = client.post("/get_embedding_vectors/", json={"texts": texts, "model_name": MINILM})
+            single = client.post("/get_embedding_vector/", json={"text": texts[40], "model_name": MINILM})
+        assert response.status_code == 200
+        vectors = np.array(response.json()["embeddings"])
+        assert vectors.shape == (64, 384)
+        assert cosine(vectors[40], np.array(single.json()["embedding"])) > 0.99999
+        service.wait_for(lambda: all(w["texts"] > 0 for w in service.workers()), timeout=5,
+                         message="texts computed by both workers")
