@@ -19,8 +19,8 @@ from gateway.schemas import ErrorResponse
 Handler = Callable[[Request], Awaitable[Response]]
 ASSETS_PATH = "/swagger-assets"
 # What an endpoint that computes embeddings can answer besides 200: body too large, bad input, queue full,
-# no live worker, deadline passed.
-EMBEDDING_ERRORS = (413, 422, 429, 503, 504)
+# llama.cpp failed on the request's texts, no live worker, deadline passed.
+EMBEDDING_ERRORS = (413, 422, 429, 502, 503, 504)
 
 
 @dataclass(frozen=True)

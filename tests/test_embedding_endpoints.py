@@ -142,6 +142,12 @@ def test_openapi_document_describes_every_endpoint_with_schemas(service: Service
         assert name in document["components"]["schemas"]
 
 
+def test_the_embedding_endpoints_declare_every_error_they_can_answer(service: Service) -> None:
+    paths = httpx.get(f"{service.base_url}/openapi.json").json()["paths"]
+    for path in ("/get_embedding_vector/", "/get_embedding_vectors/"):
+        assert {"413", "422", "429", "502", "503", "504"} <= set(paths[path]["post"]["responses"])
+
+
 def test_swagger_ui_is_served_at_the_root_without_internet(service: Service) -> None:
     page = httpx.get(f"{service.base_url}/")
     assert page.status_code == 200 and "swagger-ui" in page.text

@@ -78,7 +78,7 @@ ENDPOINTS = [
                     QueryParam("llm_model_name", "string", "Accepted as a synonym of model_name."),
                     QueryParam("json_format", "string", f"A pandas to_json orient: {', '.join(ORIENTS)} "
                                                         "(default records).")),
-             errors=(413, 415, 422, 429, 503, 504), request_content=UPLOAD_FORM, response_content=ZIP_ANSWER),
+             errors=(413, 415, 422, 429, 502, 503, 504), request_content=UPLOAD_FORM, response_content=ZIP_ANSWER),
     Endpoint("GET", "/get_all_stored_documents_with_embeddings/", get_all_stored_documents_with_embeddings,
              "File names of the stored documents (paginate with offset and limit)", "documents",
              response_model=StoredDocumentsResponse,
