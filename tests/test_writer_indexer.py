@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -55,6 +57,16 @@ def open_saved(settings: Settings, manifest: IndexManifest) -> faiss.Index:
     return faiss.read_index(str(model_index_dir(settings.index_dir, MODEL) / manifest.file))
 
 
+@contextmanager
+def running_indexer(settings: Settings) -> Iterator[Indexer]:
+    indexer = Indexer(settings)
+    indexer.start()
+    try:
+        yield indexer
+    finally:
+        indexer.stop(timeout=10)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return settings_for(tmp_path)
@@ -63,12 +75,8 @@ def settings(tmp_path: Path) -> Settings:
 def test_an_index_is_built_from_the_database_and_saved_with_its_manifest(settings: Settings) -> None:
     vectors = clustered_vectors(50, seed=1)
     insert(settings, vectors, "row")
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings):
         manifest = wait_for_manifest(settings, lambda m: m.count == 50)
-    finally:
-        indexer.stop(timeout=10)
     assert (manifest.kind, manifest.dimensions, manifest.rows_covered) == (EXACT, DIMENSIONS, 50)
     _, ids = open_saved(settings, manifest).search(vectors[7:8], 1)
     assert ids[0][0] == 8  # FAISS ids are embeddings.id (ids start at 1)
@@ -76,34 +84,24 @@ def test_an_index_is_built_from_the_database_and_saved_with_its_manifest(setting
 
 def test_rows_committed_while_running_are_added_to_the_index(settings: Settings) -> None:
     insert(settings, clustered_vectors(10, seed=1), "first")
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings) as indexer:
         first = wait_for_manifest(settings, lambda m: m.count == 10)
         insert(settings, clustered_vectors(5, seed=2), "second")
         indexer.rows_committed([MODEL])
         second = wait_for_manifest(settings, lambda m: m.count == 15, timeout=2.0)
-    finally:
-        indexer.stop(timeout=10)
     assert second.generation > first.generation and second.rows_covered == 15
 
 
 def test_a_restart_loads_the_saved_index_and_adds_only_newer_rows(settings: Settings,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     insert(settings, clustered_vectors(30, seed=1), "before")
-    indexer = Indexer(settings)
-    indexer.start()
-    saved = wait_for_manifest(settings, lambda m: m.count == 30)
-    indexer.stop(timeout=10)
+    with running_indexer(settings):
+        saved = wait_for_manifest(settings, lambda m: m.count == 30)
     insert(settings, clustered_vectors(4, seed=2), "while stopped")
     caplog.set_level(logging.INFO, logger="workers.writer.indexer")
     caplog.clear()
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings):
         manifest = wait_for_manifest(settings, lambda m: m.count == 34)
-    finally:
-        indexer.stop(timeout=10)
     assert f"loaded generation {saved.generation}" in caplog.text
     assert "built" not in caplog.text
     assert manifest.generation == saved.generation + 1
@@ -111,31 +109,21 @@ def test_a_restart_loads_the_saved_index_and_adds_only_newer_rows(settings: Sett
 
 def test_a_damaged_index_file_is_rebuilt_from_the_database(settings: Settings) -> None:
     insert(settings, clustered_vectors(20, seed=1), "row")
-    indexer = Indexer(settings)
-    indexer.start()
-    saved = wait_for_manifest(settings, lambda m: m.count == 20)
-    indexer.stop(timeout=10)
+    with running_indexer(settings):
+        saved = wait_for_manifest(settings, lambda m: m.count == 20)
     (model_index_dir(settings.index_dir, MODEL) / saved.file).write_bytes(b"not an index")
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings):
         rebuilt = wait_for_manifest(settings, lambda m: m.generation > saved.generation)
-    finally:
-        indexer.stop(timeout=10)
     assert rebuilt.count == 20
 
 
 def test_only_the_current_and_previous_generation_files_are_kept(settings: Settings) -> None:
     insert(settings, clustered_vectors(0, seed=0), "none")  # creates the database, as the writer's store does
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings) as indexer:
         for batch in range(4):
             insert(settings, clustered_vectors(3, seed=batch), f"batch {batch}")
             indexer.rows_committed([MODEL])
             wait_for_manifest(settings, lambda m, expected=3 * (batch + 1): m.count == expected)
-    finally:
-        indexer.stop(timeout=10)
     files = sorted(path.name for path in model_index_dir(settings.index_dir, MODEL).glob("index-*"))
     assert len(files) == 2
 
@@ -144,12 +132,8 @@ def test_above_the_threshold_the_index_is_approximate_with_recall_of_at_least_09
     settings = settings_for(tmp_path, SEARCH_APPROXIMATE_ABOVE="1000")
     vectors = clustered_vectors(3000, seed=3, clusters=60)
     insert(settings, vectors, "row")
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings):
         manifest = wait_for_manifest(settings, lambda m: m.count == 3000)
-    finally:
-        indexer.stop(timeout=10)
     assert manifest.kind == APPROXIMATE and manifest.lists == round(3000 ** 0.5)
     index = open_saved(settings, manifest)
     index.nprobe = settings.search_ivf_nprobe
@@ -163,13 +147,9 @@ def test_above_the_threshold_the_index_is_approximate_with_recall_of_at_least_09
 def test_an_exact_index_that_outgrows_the_threshold_becomes_approximate(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, SEARCH_APPROXIMATE_ABOVE="100")
     insert(settings, clustered_vectors(80, seed=1), "small")
-    indexer = Indexer(settings)
-    indexer.start()
-    try:
+    with running_indexer(settings) as indexer:
         wait_for_manifest(settings, lambda m: m.count == 80 and m.kind == EXACT)
         insert(settings, clustered_vectors(400, seed=2), "grown")
         indexer.rows_committed([MODEL])
         grown = wait_for_manifest(settings, lambda m: m.count == 480)
-    finally:
-        indexer.stop(timeout=10)
     assert grown.kind == APPROXIMATE
