@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from shared.schema import embeddings, sqlite_engine
-
-_SQLITE_MAX_PARAMS = 900  # SQLite builds before 3.32 allow 999 parameters per statement
+from shared.schema import embeddings, parameter_chunks, sqlite_engine
 
 
 @dataclass(frozen=True)
@@ -32,8 +30,7 @@ class SearchStore:
         """The text of each id (one query for any usual k)."""
         found: dict[int, str] = {}
         with self._engine.connect() as connection:
-            for start in range(0, len(ids), _SQLITE_MAX_PARAMS):
-                chunk = ids[start:start + _SQLITE_MAX_PARAMS]
+            for chunk in parameter_chunks(ids):
                 query = select(embeddings.c.id, embeddings.c.text).where(embeddings.c.id.in_(chunk))
                 found.update((row_id, text) for row_id, text in connection.execute(query))
         return found
@@ -42,8 +39,7 @@ class SearchStore:
         """The row id of each committed text hash of `model` (absent: not committed yet)."""
         found: dict[str, int] = {}
         with self._engine.connect() as connection:
-            for start in range(0, len(hashes), _SQLITE_MAX_PARAMS):
-                chunk = hashes[start:start + _SQLITE_MAX_PARAMS]
+            for chunk in parameter_chunks(hashes):
                 query = select(embeddings.c.text_hash, embeddings.c.id).where(
                     embeddings.c.model_name == model, embeddings.c.text_hash.in_(chunk))
                 found.update((text_hash, row_id) for text_hash, row_id in connection.execute(query))

@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-SQLITE_MAX_PARAMS = 900  # below SQLite's oldest default limit of 999 bound parameters, with room for model_name
+from shared.schema import parameter_chunks
 
 
 class DatabaseConnection(Protocol):
@@ -124,7 +124,7 @@ class StoredVectorReader:
 
 
 def _look_up(connection: DatabaseConnection, lookups: list[_Lookup]) -> list[tuple[_Lookup, Found]]:
-    """One query per model per SQLITE_MAX_PARAMS distinct hashes, for all of `lookups` together."""
+    """One query per model per parameter chunk of distinct hashes, for all of `lookups` together."""
     by_model: dict[str, dict[str, None]] = defaultdict(dict)
     for lookup in lookups:
         by_model[lookup.model].update(dict.fromkeys(lookup.hashes))
@@ -132,10 +132,8 @@ def _look_up(connection: DatabaseConnection, lookups: list[_Lookup]) -> list[tup
     cursor = connection.cursor()
     try:
         for model, wanted in by_model.items():
-            hashes = list(wanted)
             found: Found = {}
-            for start in range(0, len(hashes), SQLITE_MAX_PARAMS):
-                chunk = hashes[start:start + SQLITE_MAX_PARAMS]
+            for chunk in parameter_chunks(list(wanted)):
                 cursor.execute("SELECT text_hash, embedding FROM embeddings WHERE model_name = ? AND text_hash IN "
                                f"({','.join('?' * len(chunk))})", [model, *chunk])
                 for text_hash, blob in cursor.fetchall():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -85,6 +85,17 @@ document_embeddings = Table(
     Column("total_time", Float),
     UniqueConstraint("file_hash", "model_name", name="uq_document_embeddings_hash_model"),
 )
+
+
+# Bound parameters per statement: below the 999 of SQLite builds before 3.32, with room for the other terms.
+SQLITE_MAX_PARAMS = 900
+T = TypeVar("T")
+
+
+def parameter_chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`values` in slices small enough for one `IN (...)` each."""
+    for start in range(0, len(values), SQLITE_MAX_PARAMS):
+        yield values[start:start + SQLITE_MAX_PARAMS]
 
 
 def text_hash(text: str) -> str:

@@ -16,10 +16,8 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 
 from shared.protocol import DocumentWrite
-from shared.schema import document_embeddings, documents, embeddings
+from shared.schema import document_embeddings, documents, embeddings, parameter_chunks
 from workers.writer.store import EmbeddingStore, embedding_values
-
-_SQLITE_MAX_PARAMS = 900
 
 
 def write_document(store: EmbeddingStore, message: DocumentWrite) -> int:
@@ -49,10 +47,10 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
         statement = insert(embeddings).on_conflict_do_nothing(index_elements=["text_hash", "model_name"])
         values = [{**embedding_values(row), "document_id": document_id} for row in message.rows]
         inserted = connection.execute(statement, values).rowcount or 0
-    for start in range(0, len(message.text_hashes), _SQLITE_MAX_PARAMS):
+    for chunk in parameter_chunks(message.text_hashes):
         connection.execute(update(embeddings).where(
             embeddings.c.model_name == model, embeddings.c.document_id.is_(None),
-            embeddings.c.text_hash.in_(message.text_hashes[start:start + _SQLITE_MAX_PARAMS]),
+            embeddings.c.text_hash.in_(chunk),
         ).values(document_id=document_id))
     return inserted
 
