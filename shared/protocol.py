@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import Any, ClassVar, Sequence, Union
+from typing import Any, ClassVar, Sequence, Union, get_args
 
 import msgpack
 import numpy as np
@@ -224,11 +224,7 @@ Message = Union[
     Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
     ControlReply, Ping, Pong, DocumentWrite,
 ]
-_BY_KIND: dict[int, type] = {
-    cls.KIND: cls
-    for cls in (Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status,
-                Control, ControlReply, Ping, Pong, DocumentWrite)
-}
+_BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
 # Field names per message type, read once: dataclasses.asdict deep-copies every list (a request's texts, a
 # write's rows) and measured as 8% of the gateway's CPU per request; the messages hold no nested dataclasses.
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _BY_KIND.values()}
