@@ -96,18 +96,19 @@ def add_local_entry(models_dir: Path, entry: ModelEntry) -> None:
         for key, value in vars(item).items():
             if key == "name" or value in ("", 0):
                 continue
-            if isinstance(value, bool):
-                lines.append(f"{key} = {str(value).lower()}")
-            else:
-                lines.append(f"{key} = {value}" if isinstance(value, int) else f"{key} = {_toml_string(value)}")
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")
     tmp.replace(path)
 
 
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):  # before int: a bool is an int, and TOML spells it in lower case
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _read(path: Path) -> dict[str, ModelEntry]:

@@ -123,7 +123,7 @@ def import_folder(path: Path, models_dir: Path, *, name: str | None = None) -> M
         target = models_dir / file
         if path.is_dir():
             report = _convert(path, target, name)
-            # A converted BERT is non-causal: flash attention and a large budget, as measured for MiniLM.
+            # A converted BERT is non-causal: flash attention and the budget measured for MiniLM.
             fields = dict(format="sentence-transformers", pooling=report.pooling, dimensions=report.dimensions,
                           max_tokens=report.max_tokens, flash_attention=True, batch_tokens=128)
         else:
