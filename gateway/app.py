@@ -30,6 +30,7 @@ from gateway.routes import metrics as metrics_route
 from gateway.routes import ramdisk as ramdisk_route
 from gateway.search_index import SearchIndexes
 from gateway.state import Services
+from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
 from shared.events import StatusReporter
 from shared.protocol import Status
@@ -52,7 +53,8 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         context = zmq.asyncio.Context()
-        broker = Broker(settings, context)
+        supervisor = SupervisorView(settings, context)
+        broker = Broker(settings, context, health=supervisor.health)
         writer = WriterLink(settings, context)
         cache = VectorCache(settings.database_path, settings.gateway_cache_entries)
         service = EmbeddingService(broker, cache, writer, served_models, settings.max_text_chars,
@@ -60,12 +62,14 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
         search = SearchIndexes(settings, served_models)
         service.computed_listeners.append(search.rows_computed)
         app.state.services = Services(settings, broker, cache, writer, service,
-                                      documents=DocumentService(settings, service, writer, broker), search=search)
+                                      documents=DocumentService(settings, service, writer, broker), search=search,
+                                      supervisor=supervisor)
         app.state.metrics = metrics
         metrics.watch(app.state.services)
         await broker.start()
         await writer.start()
         await search.start()
+        await supervisor.start()
         status_task = asyncio.create_task(_report_status(settings, app.state.services))
         log.info("gateway serving models %s on port %d", ", ".join(served_models), settings.listen_port)
         try:
@@ -74,6 +78,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
             status_task.cancel()
             if not await writer.drain(settings.stop_timeout_seconds):
                 log.error("writer did not acknowledge %d rows before shutdown", writer.unacknowledged_rows)
+            await supervisor.stop()
             await broker.stop()
             await writer.stop()
             cache.close()

@@ -14,11 +14,13 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import zmq
 import zmq.asyncio
 
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
+from shared.model_health import ModelHealth
 from shared.protocol import (
     Bye,
     Cancel,
@@ -83,8 +85,10 @@ class ModelCounters:
 class Broker:
     """Owns the ROUTER socket; all methods run on the event loop thread."""
 
-    def __init__(self, settings: Settings, context: zmq.asyncio.Context) -> None:
+    def __init__(self, settings: Settings, context: zmq.asyncio.Context,
+                 health: Callable[[str], ModelHealth | None] = lambda _model: None) -> None:
         self._settings = settings
+        self._health = health  # the supervisor's word on a model without workers (supervisor_view.py)
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
         self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -134,6 +138,12 @@ class Broker:
     async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Result:
         """Vectors for `texts` (or `token_ids`) from a worker of `model`; raises a GatewayError subclass on failure."""
         queue = self._queues.setdefault(model, deque())
+        if not self.live_workers(model):
+            health = self._health(model)
+            if health is not None and health.answers_at_once(self._settings.worker_wait_seconds):
+                # No worker can come within WORKER_WAIT_SECONDS (failed, scaled to 0, a long backoff): say so now.
+                self._counters(model).failed += 1
+                raise Unavailable(health.no_worker_reason(), retry_after=health.retry_after())
         if len(queue) >= self._settings.max_queue_per_model:
             raise Overloaded(f"the queue of model {model!r} is full ({len(queue)} requests); retry shortly")
         loop = asyncio.get_running_loop()
@@ -286,8 +296,14 @@ class Broker:
                 job = queue.popleft()
                 if not job.future.done():
                     self._counters(model).failed += 1
-                    job.future.set_exception(
-                        Unavailable(f"no live worker for model {model!r} within WORKER_WAIT_SECONDS={wait:g}"))
+                    job.future.set_exception(self._no_worker_error(model, f"within WORKER_WAIT_SECONDS={wait:g}"))
+
+    def _no_worker_error(self, model: str, waited: str) -> Unavailable:
+        """503 for a model without a live worker, naming the cause when the supervisor knows it."""
+        health = self._health(model)
+        if health is None:
+            return Unavailable(f"no live worker for model {model!r} {waited}")
+        return Unavailable(f"{health.no_worker_reason()} (no worker {waited})", retry_after=health.retry_after())
 
     def _all_jobs(self) -> list[Job]:
         jobs = [job for queue in self._queues.values() for job in queue]

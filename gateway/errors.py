@@ -17,9 +17,11 @@ class GatewayError(Exception):
     status_code = 500
     retry_after: int | None = None
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class BadRequest(GatewayError):

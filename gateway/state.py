@@ -11,6 +11,7 @@ from gateway.cache import VectorCache
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.search_index import SearchIndexes
+from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
 from shared.settings import Settings
 
@@ -24,6 +25,7 @@ class Services:
     embeddings: EmbeddingService
     documents: DocumentService
     search: SearchIndexes
+    supervisor: SupervisorView
 
 
 def services(request: Request) -> Services:

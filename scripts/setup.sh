@@ -29,5 +29,22 @@ if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-echo "installing the project into .venv (llama-cpp-python builds from source the first time: ~7 minutes)"
+# llama-cpp-python compiles llama.cpp for this CPU (-march=native), so a wheel built on one CPU may not run on another
+# (an AVX-512/AMX build dies with SIGILL on an AVX2-only machine). pip's own wheel cache is keyed by the source only,
+# so the wheel is built once per CPU model and flag set into a cache of ours, outside the checkout, and installed
+# from there; a .venv built for another CPU is reinstalled.
+llama_requirement=$(grep -o '"llama-cpp-python==[^"]*"' pyproject.toml | tr -d '"')
+cpu_key=$( (grep -m1 '^model name' /proc/cpuinfo; grep -m1 '^flags' /proc/cpuinfo) | sha256sum | cut -c1-16)
+wheel_dir="${LES_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-embeddings-service/wheels}/${llama_requirement}-cpu-${cpu_key}"
+if ! compgen -G "$wheel_dir/llama_cpp_python-*.whl" >/dev/null; then
+    echo "building ${llama_requirement} for this CPU (${cpu_key}; about 7 minutes on 2 cores, once per CPU)"
+    rm -rf "$wheel_dir.partial"
+    .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$wheel_dir.partial" "$llama_requirement"
+    mv "$wheel_dir.partial" "$wheel_dir"
+fi
+if [[ "$(cat .venv/llama-cpp-cpu 2>/dev/null)" != "$cpu_key" ]]; then
+    .venv/bin/python -m pip install -q --no-deps --force-reinstall "$wheel_dir"/llama_cpp_python-*.whl
+    echo "$cpu_key" > .venv/llama-cpp-cpu
+fi
+echo "installing the project into .venv"
 .venv/bin/python -m pip install -q -e ".${extras}"

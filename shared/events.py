@@ -22,5 +22,6 @@ class StatusReporter:
         except zmq.Again:
             pass
 
-    def close(self) -> None:
-        self._socket.close(linger=0)
+    def close(self, linger_seconds: float = 0.0) -> None:
+        """Close; with `linger_seconds`, first give queued reports that long to reach the supervisor."""
+        self._socket.close(linger=int(linger_seconds * 1000))

@@ -50,3 +50,13 @@ def child_prologue(title: str) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: the supervisor's stop still reaches us
         pass
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, from its return code: "killed by SIGSEGV" or "exited with code 1"."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"

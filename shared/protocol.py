@@ -17,6 +17,9 @@ import msgpack
 import numpy as np
 
 PROTOCOL_VERSION = 1
+# A worker's exit code when its model cannot run here (every loading's canary failed): the supervisor marks the
+# model failed with the reason from the worker's last STATUS instead of restarting it into the same crash.
+EXIT_MODEL_UNUSABLE = 78  # EX_CONFIG in sysexits.h
 
 
 class ProtocolError(ValueError):

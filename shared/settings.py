@@ -80,6 +80,13 @@ class Settings:
     search_tail_max_rows: int
     search_faiss_threads: int
     log_level: str
+    # portability and healing (workers/embedder/canary.py, supervision/backoff.py)
+    weight_repack: str  # auto, on or off
+    canary_timeout_seconds: float
+    restart_backoff_initial_seconds: float
+    restart_backoff_max_seconds: float
+    restart_backoff_reset_seconds: float
+    test_engine_crash: str  # test only: read by workers (canary.crash_requested)
 
     @property
     def run_dir(self) -> Path:
@@ -101,6 +108,11 @@ class Settings:
     @property
     def writer_address(self) -> str:
         return f"ipc://{self.run_dir / 'writer.sock'}"
+
+    @property
+    def canary_dir(self) -> Path:
+        """Each model's canary verdicts: how its weights load on this CPU."""
+        return self.data_dir / "canary"
 
     @property
     def index_dir(self) -> Path:
@@ -185,6 +197,12 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         search_tail_max_rows=int(get("SEARCH_TAIL_MAX_ROWS", 50_000, int)),  # type: ignore[arg-type]
         search_faiss_threads=int(get("SEARCH_FAISS_THREADS", 1, int)),  # type: ignore[arg-type]
         log_level=str(get("LOG_LEVEL", "INFO")).upper(),
+        weight_repack=str(get("LLAMA_WEIGHT_REPACK", "auto", _weight_repack)),
+        canary_timeout_seconds=float(get("CANARY_TIMEOUT_SECONDS", 120.0, float)),  # type: ignore[arg-type]
+        restart_backoff_initial_seconds=float(get("RESTART_BACKOFF_INITIAL_SECONDS", 1.0, float)),  # type: ignore[arg-type]
+        restart_backoff_max_seconds=float(get("RESTART_BACKOFF_MAX_SECONDS", 60.0, float)),  # type: ignore[arg-type]
+        restart_backoff_reset_seconds=float(get("RESTART_BACKOFF_RESET_SECONDS", 60.0, float)),  # type: ignore[arg-type]
+        test_engine_crash=str(get("TEST_ENGINE_CRASH", "")),
     )
 
 
@@ -207,6 +225,13 @@ def _workers(value: object) -> int:
     if count < 0:
         raise ValueError(f"WORKERS_PER_MODEL must be 'auto' or a positive count, not {value!r}")
     return count
+
+
+def _weight_repack(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in {"auto", "on", "off"}:
+        raise ValueError(f"LLAMA_WEIGHT_REPACK must be auto, on or off, not {value!r}")
+    return text
 
 
 def _cast(raw: object, cast: Callable[[Any], object]) -> object:

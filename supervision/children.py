@@ -22,6 +22,12 @@ class ChildSpec:
     worker_id: int = 0
     threads: int = 0
     model_path: str = ""
+    slot: int = 0  # a worker's place among its model's workers (0..N-1); restart backoff is kept per slot
+
+    @property
+    def slot_key(self) -> str:
+        """The key of this child's restart history: "writer", "gateway" or "worker:<model>:<slot>"."""
+        return f"{worker_slots_prefix(self.model)}{self.slot}" if self.role == "worker" else self.role
 
     @property
     def name(self) -> str:
@@ -35,6 +41,11 @@ class ChildSpec:
             return [sys.executable, "-m", "workers", "writer", *extra]
         return [sys.executable, "-m", "workers", "embedder", "--model", self.model, "--worker-id",
                 str(self.worker_id), "--threads", str(self.threads), "--model-path", self.model_path, *extra]
+
+
+def worker_slots_prefix(model: str) -> str:
+    """What the slot keys of a model's workers begin with."""
+    return f"worker:{model}:"
 
 
 @dataclass
@@ -69,15 +80,6 @@ def spawn(spec: ChildSpec, env: dict[str, str], served_models: tuple[str, ...], 
         stdout=None if foreground else subprocess.DEVNULL, stderr=None if foreground else stderr,
     )
     return Child(spec, process)
-
-
-def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
 
 
 def child_environment(base: dict[str, str], settings_env: dict[str, str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -132,14 +133,25 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"supervisor pid {status['pid']}  port {status['port']}  data {status['data_dir']}  "
           f"{'ready' if status['ready'] else 'not ready'}")
-    header = f"{'ROLE':8} {'MODEL':24} {'PID':>7} {'STATE':9} {'RSS MB':>8} {'THREADS':>7} {'REQUESTS':>9}  MAPPED FROM"
+    header = (f"{'ROLE':8} {'MODEL':24} {'SLOT':>4} {'PID':>7} {'STATE':9} {'RSS MB':>8} {'THREADS':>7} "
+              f"{'REQUESTS':>9} {'RESTARTS':>8}  {'LAST EXIT':28} MAPPED FROM")
     print(header)
     for row in status["processes"]:
-        print(f"{row['role']:8} {row['model'] or '-':24} {row['pid']:>7} {row['state']:9} "
-              f"{row['rss_bytes'] / 2**20:>8.1f} {row['threads'] or '-':>7} {row['requests']:>9}  {row['mapped_from'] or '-'}")
-    if status["failed_models"]:
-        print(f"failed models: {', '.join(status['failed_models'])}")
+        slot = row["slot"] if row["role"] == "worker" else "-"
+        print(f"{row['role']:8} {row['model'] or '-':24} {slot:>4} {row['pid']:>7} {row['state']:9} "
+              f"{row['rss_bytes'] / 2**20:>8.1f} {row['threads'] or '-':>7} {row['requests']:>9} {row['restarts']:>8}  "
+              f"{_last_exit(row):28} {row['mapped_from'] or '-'}")
+    for row in status["waiting_to_restart"]:
+        print(f"{row['slot']}: {row['restarts']} restarts, {_last_exit(row)}; next restart in {row['next_restart_in']:.0f}s")
+    for model, reason in status["failed_models"].items():
+        print(f"failed model {model}: {reason}")
     return 0
+
+
+def _last_exit(row: dict[str, Any]) -> str:
+    if not row["last_exit"]:
+        return "-"
+    return f"{row['last_exit']} {row['last_exit_seconds_ago']:.0f}s ago"
 
 
 def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """The supervisor's loop: reconcile running children with the desired ones, answer the CLI, stop cleanly.
 
-Every ~0.5 s it reaps exits (saying how a process died), restarts with backoff, spawns missing worker slots
-and stops extras newest first. A worker slot that dies 3 times in 30 s marks its model failed until the
-operator scales it again. Workers whose thread count no longer fits the allotment are replaced rolling:
-the new ones first, the old ones once the new ones serve, so no request fails.
+Every ~0.5 s it reaps exits (saying how a process died), restarts each slot with capped exponential backoff
+(backoff.py; it never gives up), spawns missing worker slots and stops extras, highest slot first. A worker
+that exits with EXIT_MODEL_UNUSABLE (its canary crashed with every loading) marks its model failed, with the
+reason, until the operator scales it again. Workers whose thread count no longer fits the allotment are
+replaced rolling: the new ones first, the old ones once the new ones serve, so no request fails.
 """
 
 from __future__ import annotations
@@ -12,24 +13,24 @@ import itertools
 import logging
 import os
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import psutil
 import zmq
 
-from shared.protocol import Control, ControlReply, ProtocolError, Status, decode, encode
+from shared.lifecycle import describe_exit
+from shared.model_health import ModelHealth
+from shared.protocol import EXIT_MODEL_UNUSABLE, Control, ControlReply, ProtocolError, Status, decode, encode
 from shared.settings import Settings
 from supervision.allotment import AllotmentError, threads_per_worker
-from supervision.children import Child, ChildSpec, describe_exit, spawn
+from supervision.backoff import BackoffPolicy, RestartHistory
+from supervision.children import Child, ChildSpec, spawn, worker_slots_prefix
 from supervision.mappings import mapped_files
 from supervision.ramdisk_control import RamDiskControl
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 0.5
-CRASH_WINDOW_SECONDS = 30.0
-CRASH_LIMIT = 3
 
 
 @dataclass
@@ -37,12 +38,6 @@ class Desired:
     workers: dict[str, int]  # model -> count
     model_paths: dict[str, str]  # the file new workers map: the installed one, or its RAM disk copy
     disk_paths: dict[str, str] = field(default_factory=dict)  # the installed files; empty: model_paths
-
-
-@dataclass
-class _SlotHistory:
-    deaths: deque[float] = field(default_factory=lambda: deque(maxlen=CRASH_LIMIT))
-    next_start: float = 0.0
 
 
 class Supervisor:
@@ -55,10 +50,11 @@ class Supervisor:
         self._stderr = stderr
         self._served = tuple(sorted(desired.workers))
         self._children: list[Child] = []
-        self._history: dict[str, _SlotHistory] = defaultdict(_SlotHistory)
-        self._failed_models: set[str] = set()
+        self._backoff = BackoffPolicy(settings.restart_backoff_initial_seconds, settings.restart_backoff_max_seconds,
+                                      settings.restart_backoff_reset_seconds)
+        self._history: dict[str, RestartHistory] = {}  # "writer", "gateway", "worker:<model>:<slot>"
+        self._failed_models: dict[str, str] = {}  # model -> why it cannot be served here
         self._worker_ids = itertools.count(1)
-        self._restarts: dict[str, int] = defaultdict(int)
         self._stopping = False
         self._context = zmq.Context()
         self._control = self._context.socket(zmq.REP)
@@ -126,7 +122,19 @@ class Supervisor:
         self._reconcile_workers(now)
         self._ramdisk.reconcile(self._children)
 
+    def _slot_history(self, slot: str) -> RestartHistory:
+        history = self._history.get(slot)
+        if history is None:
+            history = self._history[slot] = RestartHistory(self._backoff)
+        return history
+
+    def _worker_histories(self, model: str) -> dict[int, RestartHistory]:
+        """The restart histories of a model's worker slots, by slot number."""
+        prefix = worker_slots_prefix(model)
+        return {int(key[len(prefix):]): history for key, history in self._history.items() if key.startswith(prefix)}
+
     def _reap(self, now: float) -> None:
+        self._drain_events()  # a worker's last STATUS (why it gave up) arrives just before its exit
         for child in list(self._children):
             code = child.process.poll()
             if code is None:
@@ -135,18 +143,21 @@ class Supervisor:
             if child.stopping_since is not None:
                 log.info("%s (pid %d) stopped: %s", child.spec.name, child.pid, describe_exit(code))
                 continue
-            slot = child.spec.role if child.spec.role != "worker" else f"worker:{child.spec.model}"
-            history = self._history[slot]
-            history.deaths.append(now)
-            self._restarts[slot] += 1
-            delay = min(0.5 * 2 ** (len(history.deaths) - 1), 10.0)
-            history.next_start = now + delay
-            log.error("%s (pid %d) %s; restarting in %.1fs", child.spec.name, child.pid, describe_exit(code), delay)
-            if child.spec.role == "worker" and len(history.deaths) == CRASH_LIMIT and \
-                    now - history.deaths[0] < CRASH_WINDOW_SECONDS:
-                self._failed_models.add(child.spec.model)
-                log.error("model %s failed: its worker died %d times in %.0fs; `scale` it to try again",
-                          child.spec.model, CRASH_LIMIT, CRASH_WINDOW_SECONDS)
+            if child.spec.role == "worker" and code == EXIT_MODEL_UNUSABLE:
+                self._mark_failed(child)
+                continue
+            history = self._slot_history(child.spec.slot_key)
+            delay = history.record_death(now, now - child.started_at, describe_exit(code))
+            log.error("%s (pid %d) %s; restarting in %.0fs (death %d of this slot in %.0fs)", child.spec.name,
+                      child.pid, describe_exit(code), delay, history.deaths, now - history.streak_started)
+
+    def _mark_failed(self, child: Child) -> None:
+        status = child.status
+        reason = str(status.detail.get("reason", "")) if status is not None and status.state == "failed" else ""
+        self._failed_models[child.spec.model] = reason or (
+            f"its worker found no way to load it (see logs/worker-{child.spec.model}-{child.spec.worker_id}.log)")
+        log.error("model %s failed: %s; `supervisor.py scale %s N` tries again", child.spec.model,
+                  self._failed_models[child.spec.model], child.spec.model)
 
     def _ensure_single(self, role: str, now: float, after: Child | None) -> Child | None:
         running = [c for c in self._children if c.spec.role == role and c.stopping_since is None]
@@ -154,7 +165,7 @@ class Supervisor:
             return running[0]
         if role == "gateway" and (after is None or not after.ready):
             return None  # the gateway reads the database the writer creates
-        if now < self._history[role].next_start:
+        if not self._slot_history(role).may_start(now):
             return None
         return self._spawn(ChildSpec(role))
 
@@ -172,15 +183,14 @@ class Supervisor:
             path = self._desired.model_paths[model]  # changes when the RAM disk is set up or cleared
             fitting = [c for c in active if c.spec.threads == threads and c.spec.model_path == path]
             stale = [c for c in active if c not in fitting]
-            history = self._history[f"worker:{model}"]
-            for _ in range(count - len(fitting)):
-                if now < history.next_start:
-                    break
-                self._spawn(ChildSpec("worker", model, next(self._worker_ids), threads, self._desired.model_paths[model]))
-            for extra in sorted(fitting, key=lambda c: c.started_at)[count:]:
+            occupied = {c.spec.slot for c in fitting}
+            for slot in range(count):
+                if slot not in occupied and self._slot_history(ChildSpec("worker", model, slot=slot).slot_key).may_start(now):
+                    self._spawn(ChildSpec("worker", model, next(self._worker_ids), threads, path, slot=slot))
+            for extra in sorted((c for c in fitting if c.spec.slot >= count), key=lambda c: -c.spec.slot):
                 log.info("scaling %s down: stopping %s (pid %d)", model, extra.spec.name, extra.pid)
                 extra.terminate()
-            kept = sorted(fitting, key=lambda c: c.started_at)[:count]
+            kept = [c for c in fitting if c.spec.slot < count]
             if stale and len(kept) >= count and all(c.ready for c in kept):
                 for old in stale:
                     log.info("replacing %s (pid %d): %d threads and %s; now %d threads and %s", old.spec.name,
@@ -228,15 +238,20 @@ class Supervisor:
             except AllotmentError:
                 self._desired.workers[model] = previous
                 raise
-            self._failed_models.discard(model)
-            self._history[f"worker:{model}"] = _SlotHistory()
+            self._failed_models.pop(model, None)
+            for slot in self._worker_histories(model):
+                # scaling is the operator's word: no backoff left from earlier deaths
+                del self._history[ChildSpec("worker", model, slot=slot).slot_key]
             log.info("scale %s: %d -> %d workers", model, previous, count)
             return ControlReply(data={"model": model, "count": count, "threads_per_worker": self._allot()})
+        if request.command == "health":
+            return ControlReply(data={"models": [health.as_dict() for health in self.model_health()]})
         if request.command == "ramdisk":
             return ControlReply(data=self._ramdisk.command(request.arguments, self._children))
         raise ValueError(f"unknown command {request.command!r}")
 
     def status(self) -> dict[str, Any]:
+        now = time.monotonic()
         rows = []
         for child in self._children:
             counters = child.status.counters if child.status else {}
@@ -247,20 +262,53 @@ class Supervisor:
                 rss = 0
             state = "stopping" if child.stopping_since is not None else ("ready" if child.ready else "starting")
             rows.append({"role": child.spec.role, "model": child.spec.model, "worker_id": child.spec.worker_id,
-                         "pid": child.pid, "state": state, "rss_bytes": rss, "threads": child.spec.threads,
+                         "slot": child.spec.slot, "pid": child.pid, "state": state, "rss_bytes": rss,
+                         "threads": child.spec.threads,
                          "requests": counters.get("requests", 0), "texts": counters.get("texts", 0),
                          "counters": counters,
                          # the kernel's word (/proc/<pid>/maps) over the worker's own report
                          "mapped_from": (mapped_files(child.pid) or [detail.get("mapped_from", "")])[0],
-                         "workers": detail.get("workers", [])})
+                         "workers": detail.get("workers", []), **self._history_fields(child.spec.slot_key, now)})
         ready = bool(rows) and all(r["state"] == "ready" for r in rows) and all(
             sum(1 for r in rows if r["model"] == model and r["state"] == "ready") >= count
             for model, count in self._desired.workers.items() if model not in self._failed_models)
         roles = {r["role"] for r in rows if r["state"] == "ready"}
+        running = {child.spec.slot_key for child in self._children}
+        waiting = [{"slot": key, **self._history_fields(key, now)} for key, history in sorted(self._history.items())
+                   if key not in running and history.wait_left(now) is not None]
         return {"pid": os.getpid(), "port": self._settings.listen_port, "data_dir": str(self._settings.data_dir),
                 "processes": rows, "ready": ready and {"writer", "gateway"} <= roles,
-                "desired": dict(self._desired.workers), "failed_models": sorted(self._failed_models),
-                "restarts": dict(self._restarts)}
+                "desired": dict(self._desired.workers), "failed_models": dict(self._failed_models),
+                "waiting_to_restart": waiting,
+                "restarts": {key: history.restarts for key, history in self._history.items() if history.restarts}}
+
+    def _history_fields(self, slot_key: str, now: float) -> dict[str, Any]:
+        """A slot's restarts, last exit and pending restart, for `status`."""
+        history = self._history.get(slot_key)
+        if history is None:
+            return {"restarts": 0, "last_exit": "", "last_exit_seconds_ago": None, "next_restart_in": None}
+        return {"restarts": history.restarts, "last_exit": history.last_exit,
+                "last_exit_seconds_ago": None if history.last_exit_at is None else round(now - history.last_exit_at, 1),
+                "next_restart_in": history.wait_left(now)}
+
+    def model_health(self) -> list[ModelHealth]:
+        """Each served model as the gateway explains it when it has no live worker."""
+        now = time.monotonic()
+        report = []
+        for model, count in sorted(self._desired.workers.items()):
+            workers = [c for c in self._children if c.spec.role == "worker" and c.spec.model == model
+                       and c.stopping_since is None]
+            slots = [history for slot, history in self._worker_histories(model).items() if slot < count]
+            dying = [h for h in slots if h.deaths and h.last_exit_at is not None]
+            latest = max(dying, key=lambda h: h.last_exit_at or 0.0, default=None)
+            waits = [w for h in slots if (w := h.wait_left(now)) is not None]
+            report.append(ModelHealth(
+                model=model, desired=count, ready=sum(1 for c in workers if c.ready),
+                starting=sum(1 for c in workers if not c.ready), failed_reason=self._failed_models.get(model, ""),
+                deaths=sum(h.deaths for h in dying),
+                streak_seconds=now - min((h.streak_started for h in dying), default=now),
+                last_exit=latest.last_exit if latest else "", next_restart_in=min(waits, default=None)))
+        return report
 
     # ---- stop ------------------------------------------------------------------------------------------------
     def _stop_all(self) -> None:

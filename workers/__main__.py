@@ -12,6 +12,7 @@ import sys
 
 from shared.lifecycle import StopFlag, child_prologue
 from shared.logs import configure_logging
+from shared.protocol import EXIT_MODEL_UNUSABLE
 from shared.settings import load_settings
 
 
@@ -42,15 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(f"worker-{args.model}-{args.worker_id}", settings.log_dir, settings.log_level,
                       to_stdout=args.foreground)
     from modelstore.catalogue import load_catalogue
+    from workers.embedder.canary import choose_engine_config
     from workers.embedder.engine import EngineConfig
-    from workers.embedder.process import WorkerIdentity, run_embedder
+    from workers.embedder.process import WorkerIdentity, report_unusable, run_embedder
 
     entry = load_catalogue(settings.models_dir)[args.model]
-    config = EngineConfig(model_path=args.model_path, pooling=entry.pooling, max_tokens=entry.max_tokens,
+    identity = WorkerIdentity(args.model, args.worker_id, os.getpid())
+    wanted = EngineConfig(model_path=args.model_path, pooling=entry.pooling, max_tokens=entry.max_tokens,
                           threads=args.threads, token_budget=settings.batch_token_budget or entry.batch_tokens,
                           flash_attention=entry.flash_attention)
+    config, failure = choose_engine_config(settings, args.model, wanted)
+    if config is None:
+        logging.getLogger("workers").error("model %s is not served: %s", args.model, failure)
+        report_unusable(settings, identity, failure)
+        return EXIT_MODEL_UNUSABLE
     try:
-        run_embedder(settings, stop, WorkerIdentity(args.model, args.worker_id, os.getpid()), config)
+        run_embedder(settings, stop, identity, config)
     except Exception:
         logging.getLogger("workers").exception("worker failed")
         return 1

@@ -81,6 +81,16 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
         engine.close()
 
 
+def report_unusable(settings: Settings, identity: WorkerIdentity, reason: str) -> None:
+    """Tell the supervisor, before exiting with EXIT_MODEL_UNUSABLE, why this model cannot be served here."""
+    context = zmq.Context()
+    reporter = StatusReporter(context, settings.events_address)
+    reporter.send(Status(role="worker", pid=identity.pid, state="failed", model=identity.model,
+                         worker_id=identity.worker_id, detail={"reason": reason}))
+    reporter.close(linger_seconds=2.0)
+    context.term()
+
+
 def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,
              pipe: zmq.Socket, model_path: str, compute_alive: Callable[[], bool]) -> None:
     interval = settings.heartbeat_interval_seconds
