@@ -26,6 +26,18 @@ def fpdf_pdf(pages: list[str], *, user_password: str | None = None) -> bytes:
     return bytes(pdf.output())
 
 
+def aes_encrypted_pdf(pages: list[str], algorithm: str, user_password: str = "") -> bytes:
+    """An fpdf2 PDF encrypted by pypdf with AES: "AES-128" (revision 4), "AES-256-R5" or "AES-256" (revision 6).
+    With the empty user password it opens for anyone; the owner password only guards permissions."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(fpdf_pdf(pages))))
+    writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm=algorithm)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def ghostscript_pdf(pages: list[str], width: int = 85) -> bytes:
     """A PDF made by Ghostscript's pdfwrite from PostScript that shows each page's text wrapped at `width`
     characters (ASCII only: the standard encoding of the PostScript Helvetica)."""

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from gateway.documents.packaging import ORIENTS
 from shared.schema import document_embeddings, documents, embeddings, sqlite_engine, text_hash
 from tests.conftest import MINILM
-from tests.document_files import fpdf_pdf, ghostscript_pdf, image_only_pdf, png_image, prose
+from tests.document_files import aes_encrypted_pdf, fpdf_pdf, ghostscript_pdf, image_only_pdf, png_image, prose
 from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,14 @@ def test_a_multi_page_pdf_gives_one_vector_per_sentence_of_every_page(service: S
     assert answer.metadata["mimetype"] == "application/pdf"
 
 
+@pytest.mark.parametrize("algorithm", ["AES-128", "AES-256"])
+def test_an_aes_encrypted_pdf_that_opens_with_the_empty_password_is_embedded(service: Service, algorithm: str) -> None:
+    sentences = prose(6, seed=len(algorithm))
+    answer = unpack(upload(service, aes_encrypted_pdf([" ".join(sentences)], algorithm), f"{algorithm}.pdf"))
+    assert_one_unit_vector_per_sentence(answer, sentences)
+    wait_until_stored(service, f"{algorithm}.pdf")
+
+
 def test_the_vectors_are_the_ones_the_embedding_endpoint_gives(service: Service) -> None:
     answer = unpack(upload(service, ACCENTED_TEXT.encode("utf-8"), "compare.txt"))
     response = httpx.post(f"{service.base_url}/get_embedding_vectors/", json={"texts": ACCENTED_SENTENCES}, timeout=60)
@@ -210,6 +218,9 @@ BAD_INPUTS = {
     "a binary file": (lambda: os.urandom(8192), {}, 415, "unsupported file type"),
     "an encrypted PDF": (lambda: fpdf_pdf(["A secret sentence on a locked page."], user_password="pw"), {}, 422,
                          "encrypted"),
+    "an AES-256 PDF that needs a user password": (
+        lambda: aes_encrypted_pdf(["A secret sentence on a locked page."], "AES-256", user_password="pw"), {}, 422,
+        "encrypted"),
     "a PDF without a text layer": (image_only_pdf, {}, 422, "no extractable text; OCR is not supported"),
     "an empty file": (lambda: b"", {}, 422, "empty"),
     "a file without sentences": (lambda: b"Hi. Ok. Yes.", {}, 422, "no sentences"),
@@ -223,6 +234,7 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_gets_its_status_code_and_stores_nothing(service: Service, case: str) -> None:
     make, params, status, detail = BAD_INPUTS[case]
+    time.sleep(0.5)  # rows of an earlier test may still wait for the writer's flush interval
     before = row_counts(service)
     response = upload(service, make(), "bad.bin", **params)
     assert response.status_code == status, response.text

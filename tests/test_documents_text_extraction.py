@@ -11,7 +11,7 @@ import pytest
 from gateway.documents.sniffing import sniff
 from gateway.documents.text_extraction import decode_text, pdf_text
 from gateway.errors import BadRequest, UnsupportedMediaType
-from tests.document_files import fpdf_pdf, ghostscript_pdf, image_only_pdf, png_image
+from tests.document_files import aes_encrypted_pdf, fpdf_pdf, ghostscript_pdf, image_only_pdf, png_image
 
 ACCENTED = "Zoë's café served crème brûlée; the señor paid 3.50 for it. Straße und Grüße!\n"
 
@@ -66,6 +66,27 @@ def test_every_page_of_a_pdf_is_read(make) -> None:  # type: ignore[no-untyped-d
 def test_a_password_protected_pdf_is_refused_with_422() -> None:
     with pytest.raises(BadRequest, match="encrypted"):
         pdf_text(fpdf_pdf(["A secret page."], user_password="secret"))
+
+
+AES_ALGORITHMS = ["AES-128", "AES-256-R5", "AES-256"]  # revisions 4, 5 and 6
+
+
+@pytest.mark.parametrize("algorithm", AES_ALGORITHMS)
+def test_an_aes_encrypted_pdf_with_the_empty_user_password_is_read_like_any_pdf(algorithm: str) -> None:
+    text = pdf_text(aes_encrypted_pdf(["Only the owner may print this page."], algorithm))
+    assert text.strip() == "Only the owner may print this page."
+
+
+@pytest.mark.parametrize("algorithm", AES_ALGORITHMS)
+def test_an_aes_encrypted_pdf_that_needs_a_user_password_is_refused_with_422(algorithm: str) -> None:
+    with pytest.raises(BadRequest, match="encrypted and cannot be opened without its password"):
+        pdf_text(aes_encrypted_pdf(["A secret page."], algorithm, user_password="secret"))
+
+
+def test_a_pdf_whose_page_stream_is_corrupt_is_refused_with_422_naming_the_error() -> None:
+    broken = fpdf_pdf(["A page whose content stream will be damaged."]).replace(b"/Filter /FlateDecode", b"/Filter /LZWDecode")
+    with pytest.raises(BadRequest, match="cannot be read"):
+        pdf_text(broken)
 
 
 def test_a_pdf_without_a_text_layer_is_refused_saying_ocr_is_not_supported() -> None:

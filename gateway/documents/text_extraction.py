@@ -8,7 +8,7 @@ import logging
 import time
 
 from pypdf import PdfReader
-from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PdfStreamError
+from pypdf.errors import DependencyError, FileNotDecryptedError, PyPdfError
 
 from gateway.errors import BadRequest
 
@@ -63,11 +63,16 @@ def pdf_text(content: bytes) -> str:
         if reader.is_encrypted:
             _decrypt(reader)
         pages = [page.extract_text() or "" for page in reader.pages]
+    except BadRequest:
+        raise
     except FileNotDecryptedError:
         raise BadRequest("the PDF is encrypted and cannot be opened without its password") from None
-    except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError) as exc:
-        # pypdf reports damaged files with its own errors and, deeper in, with plain ones.
-        raise BadRequest(f"the PDF cannot be read: {exc}") from None
+    except DependencyError as exc:
+        raise BadRequest(f"the PDF is encrypted with a method this service cannot open: {exc}") from None
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+        # pypdf reports damaged files with its own errors and, deeper in, with plain ones (streams are decoded and
+        # decrypted lazily, page by page), so everything it raises while reading names the problem as a 422.
+        raise BadRequest(f"the PDF cannot be read: {type(exc).__name__}: {exc}") from None
     text = "\n".join(pages)
     log.info("extracted %d characters from %d PDF pages in %.2fs", len(text), len(pages), time.monotonic() - started)
     if not text.strip():
@@ -77,9 +82,10 @@ def pdf_text(content: bytes) -> str:
 
 def _decrypt(reader: PdfReader) -> None:
     # A PDF with only an owner password (printing or copying restricted) opens with the empty user password.
+    # AES (revisions 4-6) needs the `cryptography` package, installed through pypdf[crypto].
     try:
         opened = reader.decrypt("")
-    except (DependencyError, NotImplementedError) as exc:
+    except NotImplementedError as exc:
         raise BadRequest(f"the PDF is encrypted with a method this service cannot open: {exc}") from None
     if not opened:
         raise BadRequest("the PDF is encrypted and cannot be opened without its password")
