@@ -2,12 +2,14 @@
 
 The writer acknowledges a batch only after it is committed, so a batch whose ACK has not come within
 WRITE_ACK_TIMEOUT_SECONDS is sent again (a restarted writer gets everything a killed one had not committed;
-inserts are idempotent on (text_hash, model_name)). Nothing a client was given is lost.
+inserts are idempotent on (text_hash, model_name)). Every row is journaled before its client is answered
+(row_journal.py), so a killed gateway's successor sends what it left. Nothing a client was given is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -17,6 +19,7 @@ from typing import Any, Callable
 import zmq
 import zmq.asyncio
 
+from gateway.row_journal import RowJournal
 from shared.protocol import Ack, DocumentWrite, Ping, ProtocolError, Write, decode, encode
 from shared.settings import Settings
 
@@ -38,6 +41,7 @@ class WriterLink:
         self._unacked: dict[int, _Unacked] = {}
         self._ids = itertools.count(1)
         self._flush_soon: asyncio.TimerHandle | None = None
+        self._journal = RowJournal(settings.run_dir / "journal")
         self._tasks: list[asyncio.Task[None]] = []
         self.acknowledged_rows = 0
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
@@ -47,6 +51,13 @@ class WriterLink:
         self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
                        asyncio.create_task(self._resend_loop(), name="writer-resend"),
                        asyncio.create_task(self._ping_loop(), name="writer-ping")]
+        recovered = self._journal.recover()
+        if recovered.rows:
+            self.enqueue(recovered.rows)
+        for document in recovered.documents:
+            self.send_acknowledged(lambda batch_id, d=document: dataclasses.replace(d, batch_id=batch_id))
+        self.flush()
+        self._journal.clear_recovered()
 
     @property
     def unacknowledged_rows(self) -> int:
@@ -54,6 +65,7 @@ class WriterLink:
 
     def enqueue(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows for the writer; they leave within DB_FLUSH_INTERVAL_MS or when a batch is full."""
+        self._journal.append(rows)
         self._buffer.extend(rows)
         if len(self._buffer) >= self._settings.db_write_batch_size:
             self.flush()
@@ -69,6 +81,7 @@ class WriterLink:
             return
         message = Write(batch_id=next(self._ids), rows=self._buffer)
         self._buffer = []
+        self._journal.seal(message.batch_id)
         self._unacked[message.batch_id] = _Unacked(message, time.monotonic())
         self._send(message)
 
@@ -76,6 +89,7 @@ class WriterLink:
         """Send `build(batch_id)` after the rows queued so far; like a batch, it is re-sent until acknowledged."""
         self.flush()
         message = build(next(self._ids))
+        self._journal.record(message.batch_id, message)
         self._unacked[message.batch_id] = _Unacked(message, time.monotonic())
         self._send(message)
 
@@ -95,6 +109,7 @@ class WriterLink:
             self.last_heard = time.monotonic()
             if isinstance(message, Ack) and self._unacked.pop(message.batch_id, None) is not None:
                 self.acknowledged_rows += message.committed
+                self._journal.forget(message.batch_id)
 
     async def _resend_loop(self) -> None:
         timeout = self._settings.write_ack_timeout_seconds
@@ -133,3 +148,4 @@ class WriterLink:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._socket.close(linger=0)
+        self._journal.close()

@@ -268,6 +268,7 @@ class Supervisor:
                          "counters": counters,
                          # the kernel's word (/proc/<pid>/maps) over the worker's own report
                          "mapped_from": (mapped_files(child.pid) or [detail.get("mapped_from", "")])[0],
+                         "weight_repack": detail.get("weight_repack"),
                          "workers": detail.get("workers", []), **self._history_fields(child.spec.slot_key, now)})
         ready = bool(rows) and all(r["state"] == "ready" for r in rows) and all(
             sum(1 for r in rows if r["model"] == model and r["state"] == "ready") >= count

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from modelstore.bert_gguf import ConversionError, ConversionReport, convert_sentence_transformer
+from tests.child_object import ChildObject
 from tests.reference_bert import reference_embeddings, reference_token_ids
 
 HELLO_WORLD_PREFIX = [-0.0345, 0.0309, 0.0067, 0.0261, -0.0394]  # sentence-transformers' output
@@ -69,27 +70,33 @@ def converted(source_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Con
     return convert_sentence_transformer(source_dir, out, model_name="all-MiniLM-L6-v2")
 
 
+def _load_llama(path: str) -> Any:
+    """llama-cpp-python's own `Llama` (not our engine): an independent reader of the converted file."""
+    import llama_cpp
+
+    return llama_cpp.Llama(model_path=path, embedding=True, n_threads=1, n_threads_batch=1, n_ctx=512,
+                           pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False)
+
+
 @pytest.fixture(scope="module")
-def llm(converted: ConversionReport) -> Iterator[Any]:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    model = llama_cpp.Llama(
-        model_path=str(converted.out_path), embedding=True, n_threads=1, n_threads_batch=1, n_ctx=512,
-        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, verbose=False,
-    )
+def llm(converted: ConversionReport) -> Iterator[ChildObject]:
+    """The converted model in llama.cpp, in a child process: a crash fails these tests, not the run."""
+    model = ChildObject(_load_llama, str(converted.out_path))
     yield model
+    model.call("close")
     model.close()
 
 
-def _llama_token_ids(llm: Any, text: str) -> list[int]:
+def _llama_token_ids(llm: ChildObject, text: str) -> list[int]:
     """llama.cpp ids under our documented rule: at most MAX_TOKENS, always ending in [SEP]."""
-    ids = llm.tokenize(text.encode("utf-8"), add_bos=True)
+    ids: list[int] = llm.call("tokenize", text.encode("utf-8"), add_bos=True)
     if len(ids) > MAX_TOKENS:
         ids = ids[: MAX_TOKENS - 1] + [ids[-1]]  # ids[-1] is [SEP], appended by add_special
     return ids
 
 
 def _embed_token_ids(llm: Any, ids: list[int]) -> np.ndarray:
-    """Embed pre-tokenised ids through the C API.
+    """Embed pre-tokenised ids through the C API (run in the child by `ChildObject.apply`).
 
     Llama.embed() only accepts text and truncates to n_batch (512 here) by
     slicing, which drops the final [SEP]; re-tokenising detokenised text is
@@ -117,9 +124,9 @@ def _embed_token_ids(llm: Any, ids: list[int]) -> np.ndarray:
 
 
 def test_converted_minilm_loads_in_llama_and_embeds_hello_world_like_sentence_transformers(
-    converted: ConversionReport, llm: Any
+    converted: ConversionReport, llm: ChildObject
 ) -> None:
-    vector = np.array(llm.embed("Hello world", normalize=True), dtype=np.float64)
+    vector = np.array(llm.call("embed", "Hello world", normalize=True), dtype=np.float64)
     assert vector.shape == (384,)
     assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose(vector[:5], HELLO_WORLD_PREFIX, atol=1e-3)
@@ -141,23 +148,23 @@ def test_conversion_is_byte_for_byte_deterministic(
     assert again.out_path.read_bytes() == converted.out_path.read_bytes()
 
 
-def test_llama_tokenisation_matches_hf_tokenizers(source_dir: Path, llm: Any) -> None:
+def test_llama_tokenisation_matches_hf_tokenizers(source_dir: Path, llm: ChildObject) -> None:
     expected = reference_token_ids(source_dir, SENTENCES)
     mismatches = {text[:40]: (_llama_token_ids(llm, text), want)
                   for text, want in zip(SENTENCES, expected) if _llama_token_ids(llm, text) != want}
     assert not mismatches
 
 
-def test_llama_embeddings_match_float64_reference_on_varied_sentences(source_dir: Path, llm: Any) -> None:
+def test_llama_embeddings_match_float64_reference_on_varied_sentences(source_dir: Path, llm: ChildObject) -> None:
     reference = reference_embeddings(source_dir, SENTENCES)
     short = [text for text in SENTENCES if len(_llama_token_ids(llm, text)) < MAX_TOKENS]
     assert len(short) == len(SENTENCES) - 1  # only LONG_TEXT needs truncation
     # The production path (batched Llama.embed) for everything that fits ...
-    batched = {text: np.array(v, dtype=np.float64) for text, v in zip(short, llm.embed(short, normalize=True))}
+    batched = {text: np.array(v, dtype=np.float64) for text, v in zip(short, llm.call("embed", short, normalize=True))}
     cosines = []
     for text, ref in zip(SENTENCES, reference):
         # ... and the explicit token path for the over-long text, truncated by our rule.
-        ours = batched[text] if text in batched else _embed_token_ids(llm, _llama_token_ids(llm, text))
+        ours = batched[text] if text in batched else llm.apply(_embed_token_ids, _llama_token_ids(llm, text))
         cosines.append(float(ours @ ref / (np.linalg.norm(ours) * np.linalg.norm(ref))))
     assert min(cosines) >= 0.999, dict(zip((t[:40] for t in SENTENCES), np.round(cosines, 5)))
 

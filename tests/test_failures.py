@@ -7,11 +7,14 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import Service
+from benchmarks.chaos import run_chaos
+from tests.conftest import MINILM
+from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +103,29 @@ def _answers(service: Service) -> bool:
                           timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_rows_a_killed_gateway_answered_with_are_stored_by_its_successor(tmp_path: Path, models_dir: Path) -> None:
+    # A minute-long flush interval keeps every answered row in the gateway when it is killed.
+    with running(tmp_path, models_dir, MODELS_TO_SERVE=MINILM, DB_FLUSH_INTERVAL_MS="60000") as service:
+        texts = [f"answered before the gateway died, number {i}" for i in range(20)]
+        for text in texts:
+            service.embed(text)
+        assert not set(texts) & _stored(service)  # still in the gateway, not yet in the database
+        gateway = next(row for row in service.status()["processes"] if row["role"] == "gateway")
+        os.kill(gateway["pid"], signal.SIGKILL)
+        service.wait_for(lambda: set(texts) <= _stored(service), timeout=30,
+                         message="the successor gateway to hand the journaled rows to the writer")
+        service.remember_pids()
+
+
+def test_a_minute_of_kills_in_turn_loses_nothing_and_every_process_serves_within_10_s(tmp_path: Path,
+                                                                                      models_dir: Path) -> None:
+    with running(tmp_path, models_dir, MODELS_TO_SERVE=MINILM, WORKERS_PER_MODEL="2") as service:
+        report = run_chaos(service, seconds=24, interval=3, concurrency=8, workers=2)
+        service.remember_pids()
+    assert [kill.role for kill in report.kills][:4] == ["worker", "writer", "worker", "gateway"]
+    assert len(report.answered) > 100
+    assert report.missing == 0
+    assert all(kill.recovered_after is not None and kill.recovered_after <= 10 for kill in report.kills), report.lines()
+    assert report.all_serving_after_last_kill is not None and report.all_serving_after_last_kill <= 10, report.lines()

@@ -57,8 +57,8 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
     """Load the model, then serve until stopped. Returns after in-flight requests are answered."""
     started = time.monotonic()
     engine = Engine(config)
-    log.info("loaded %s from %s in %.2fs (%d-d, %d threads)", identity.model, config.model_path,
-             time.monotonic() - started, engine.dimensions, config.threads)
+    log.info("loaded %s from %s in %.2fs (%d-d, %d threads, weight repacking %s)", identity.model, config.model_path,
+             time.monotonic() - started, engine.dimensions, config.threads, "on" if config.weight_repack else "off")
     context = zmq.Context()
     compute_end = context.socket(zmq.PAIR)
     compute_end.bind(_PIPE)
@@ -72,7 +72,7 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
                   dimensions=engine.dimensions, max_tokens=engine.max_tokens, credits=settings.worker_credits,
                   threads=config.threads, vocab_size=engine.vocab_size, special_tokens=engine.special_tokens)
     try:
-        _io_loop(settings, stop, identity, ready, context, io_end, config.model_path, compute.is_alive)
+        _io_loop(settings, stop, identity, ready, context, io_end, config, compute.is_alive)
     finally:
         io_end.send_multipart(STOP)
         compute.join(timeout=5)
@@ -92,7 +92,7 @@ def report_unusable(settings: Settings, identity: WorkerIdentity, reason: str) -
 
 
 def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,
-             pipe: zmq.Socket, model_path: str, compute_alive: Callable[[], bool]) -> None:
+             pipe: zmq.Socket, config: EngineConfig, compute_alive: Callable[[], bool]) -> None:
     interval = settings.heartbeat_interval_seconds
     reporter = StatusReporter(context, settings.events_address)
     dealer = _connect(context, settings, identity, ready)
@@ -162,7 +162,8 @@ def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready
             if now >= next_status:
                 reporter.send(Status(role="worker", pid=identity.pid, state="leaving" if leaving_since else "ready",
                                      model=identity.model, worker_id=identity.worker_id, counters=dict(counters),
-                                     detail={"mapped_from": model_path, "threads": ready.threads}))
+                                     detail={"mapped_from": config.model_path, "threads": ready.threads,
+                                             "weight_repack": config.weight_repack}))
                 next_status = now + 1.0
     finally:
         reporter.close()
