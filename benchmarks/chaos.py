@@ -39,6 +39,7 @@ class Kill:
     at: float  # monotonic
     ready_before: frozenset[int]  # the role's ready processes at the kill: a new one is a replacement
     recovered_after: float | None = None  # seconds until a new process of the role was ready
+    all_serving_after: float | None = None  # seconds until every process was ready (before the next kill)
 
 
 @dataclass
@@ -47,8 +48,11 @@ class ChaosReport:
     failures: Counter[str] = field(default_factory=Counter)
     kills: list[Kill] = field(default_factory=list)
     good_answer_after_last_kill: float | None = None
-    all_serving_after_last_kill: float | None = None
     missing: int = -1
+
+    @property
+    def all_serving_after_last_kill(self) -> float | None:
+        return self.kills[-1].all_serving_after if self.kills else None
 
     def lines(self) -> list[str]:
         recoveries = [k.recovered_after for k in self.kills]
@@ -77,8 +81,7 @@ def _ready_pids(service: Service) -> dict[str, set[int]]:
     return pids
 
 
-def _all_serving(service: Service, workers: int) -> bool:
-    ready = _ready_pids(service)
+def _all_serving(ready: dict[str, set[int]], workers: int) -> bool:
     return len(ready["worker"]) >= workers and bool(ready["writer"]) and bool(ready["gateway"])
 
 
@@ -119,15 +122,22 @@ async def _kill_in_turn(service: Service, seconds: float, interval: float, repor
         await asyncio.sleep(interval)
 
 
-async def _watch_recoveries(service: Service, report: ChaosReport, load_ends: float, until: float) -> None:
-    """Note when each killed role has a new ready process; ends once the load is over and all have one."""
+async def _watch_recoveries(service: Service, report: ChaosReport, workers: int, load_ends: float,
+                            until: float) -> None:
+    """Note when each killed role has a new ready process, and when every process serves again after the latest
+    kill; ends once the load is over and that has happened."""
     while time.monotonic() < until:
         ready = await asyncio.to_thread(_ready_pids, service)
         now = time.monotonic()
         for kill in report.kills:
             if kill.recovered_after is None and ready[kill.role] - kill.ready_before:
                 kill.recovered_after = now - kill.at
-        if now > load_ends and all(kill.recovered_after is not None for kill in report.kills):
+        latest = report.kills[-1] if report.kills else None
+        if latest is not None and latest.all_serving_after is None and latest.recovered_after is not None \
+                and _all_serving(ready, workers):
+            latest.all_serving_after = now - latest.at
+        settled = latest is None or latest.all_serving_after is not None
+        if now > load_ends and settled and all(kill.recovered_after is not None for kill in report.kills):
             return
         await asyncio.sleep(0.25)
 
@@ -142,17 +152,12 @@ def run_chaos(service: Service, seconds: float, interval: float, concurrency: in
         stop_at = time.monotonic() + seconds
         await asyncio.gather(_load(service, texts, concurrency, stop_at, report, good_answers),
                              _kill_in_turn(service, seconds, interval, report),
-                             _watch_recoveries(service, report, stop_at, stop_at + 15))
+                             _watch_recoveries(service, report, workers, stop_at, stop_at + 30))
 
     asyncio.run(scenario())
     if report.kills:
         last = report.kills[-1].at
         report.good_answer_after_last_kill = next((t - last for t in sorted(good_answers) if t > last), None)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _all_serving(service, workers):
-            time.sleep(0.2)
-        if _all_serving(service, workers):
-            report.all_serving_after_last_kill = time.monotonic() - last
         # A probe after the load, in case the last kill came as the load ended.
         if report.good_answer_after_last_kill is None:
             probe_deadline = time.monotonic() + 30
