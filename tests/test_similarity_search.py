@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -102,14 +101,11 @@ def test_search_similarities_are_the_cosines_of_the_embeddings_best_first(minilm
     assert similarities == sorted(similarities, reverse=True)
 
 
-def test_a_newly_embedded_string_is_found_by_the_next_search_within_one_second(minilm: Service) -> None:
+def test_a_newly_embedded_string_is_found_by_the_very_next_search(minilm: Service) -> None:
     new = "The octopus has three hearts and blue blood."
     minilm.embed(new)
-    returned_at = time.monotonic()
-    results = found_texts(minilm, "How many hearts does an octopus have?", k=3)
-    asked_after = time.monotonic() - returned_at
-    assert new in results
-    assert asked_after <= 1.0
+    # No wait between the two: the gateway searches the rows it computed itself beside the saved index.
+    assert new in found_texts(minilm, "How many hearts does an octopus have?", k=3)
 
 
 def test_the_query_text_is_left_out_of_its_own_results(minilm: Service) -> None:
