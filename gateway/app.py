@@ -13,7 +13,7 @@ import zmq
 import zmq.asyncio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from gateway.auth import TokenAuth
@@ -86,13 +86,13 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
             app.state.services.documents.close()
             context.term()
 
-    routes = [endpoint.route() for endpoint in endpoints]
+    routes: list[BaseRoute] = [endpoint.route() for endpoint in endpoints]
     routes += docs_endpoints(document)
     routes.append(Mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"))
     middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
     if settings.use_security_token:
         middleware.append(Middleware(TokenAuth, token=settings.security_token))
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,
                      middleware=middleware)
 
 

@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
+from gateway.zmq_sending import send_now
 from shared.model_health import ModelHealth
 from shared.protocol import (
     Bye,
@@ -189,9 +190,7 @@ class Broker:
                 return  # _send declared the worker lost and requeued the job
 
     def _send(self, identity: bytes, message: Message) -> bool:
-        # pyzmq's asyncio socket tries a NOBLOCK send at once and reports failure on the returned future.
-        sent = self._socket.send_multipart([identity, *encode(message)], flags=zmq.NOBLOCK)
-        error = sent.exception() if sent.done() else None
+        error = send_now(self._socket, [identity, *encode(message)])
         if error is None:
             return True
         # EHOSTUNREACH under ROUTER_MANDATORY (the peer is gone) or EAGAIN (it stopped reading).
@@ -203,7 +202,7 @@ class Broker:
         while True:
             identity, *frames = await self._socket.recv_multipart(copy=False)
             try:
-                message = decode(frames)
+                message = decode([frame.buffer for frame in frames])
             except ProtocolError as exc:
                 log.warning("dropping malformed message from %r: %s", identity.bytes, exc)
                 continue

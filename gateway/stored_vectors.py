@@ -15,7 +15,7 @@ import queue
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ class StoredVectorReader:
                 try:
                     if connection is None:
                         connection = self._connect()
-                    answers = _look_up(connection, lookups)
+                    answers: Sequence[tuple[_Lookup, Found | BaseException]] = _look_up(connection, lookups)
                 except Exception as exc:  # every error goes to the callers; the thread lives on for the next ones
                     answers = [(lookup, exc) for lookup in lookups]
                     if connection is not None:
@@ -148,7 +148,7 @@ def _look_up(connection: DatabaseConnection, lookups: list[_Lookup]) -> list[tup
     return answers
 
 
-def _answer(answers: list[tuple[_Lookup, Found | BaseException]]) -> None:
+def _answer(answers: Sequence[tuple[_Lookup, Found | BaseException]]) -> None:
     """One wake-up per event loop for the whole batch, not one per caller."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Lookup, Found | BaseException]]] = defaultdict(list)
     for lookup, outcome in answers:

@@ -20,10 +20,16 @@ import zmq
 import zmq.asyncio
 
 from gateway.row_journal import RowJournal
+from gateway.zmq_sending import send_now
 from shared.protocol import Ack, DocumentWrite, Ping, ProtocolError, Write, decode, encode
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _renumbered(document: DocumentWrite) -> Callable[[int], DocumentWrite]:
+    """A predecessor's document write under a batch id of this gateway's."""
+    return lambda batch_id: dataclasses.replace(document, batch_id=batch_id)
 
 
 @dataclass
@@ -55,7 +61,7 @@ class WriterLink:
         if recovered.rows:
             self.enqueue(recovered.rows)
         for document in recovered.documents:
-            self.send_acknowledged(lambda batch_id, d=document: dataclasses.replace(d, batch_id=batch_id))
+            self.send_acknowledged(_renumbered(document))
         self.flush()
         self._journal.clear_recovered()
 
@@ -94,8 +100,7 @@ class WriterLink:
         self._send(message)
 
     def _send(self, message: Write | DocumentWrite) -> None:
-        sent = self._socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
-        if sent.done() and sent.exception() is not None:
+        if send_now(self._socket, encode(message)) is not None:
             log.debug("writer not reachable; batch %d will be re-sent", message.batch_id)
 
     async def _ack_loop(self) -> None:
@@ -126,8 +131,7 @@ class WriterLink:
     async def _ping_loop(self) -> None:
         # The writer otherwise speaks only when it has rows to acknowledge; a PONG proves it alive when idle.
         while True:
-            sent = self._socket.send_multipart(encode(Ping()), flags=zmq.NOBLOCK)
-            if sent.done() and sent.exception() is not None:
+            if send_now(self._socket, encode(Ping())) is not None:
                 log.debug("writer not reachable for a ping")
             await asyncio.sleep(self._settings.heartbeat_interval_seconds)
 

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -124,7 +124,7 @@ def import_folder(path: Path, models_dir: Path, *, name: str | None = None) -> M
         if path.is_dir():
             report = _convert(path, target, name)
             # A converted BERT is non-causal: flash attention and the budget measured for MiniLM.
-            fields = dict(format="sentence-transformers", pooling=report.pooling, dimensions=report.dimensions,
+            fields: dict[str, Any] = dict(format="sentence-transformers", pooling=report.pooling, dimensions=report.dimensions,
                           max_tokens=report.max_tokens, flash_attention=True, batch_tokens=128)
         else:
             dimensions, max_tokens = _gguf_shape(path)

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 export LES_TEST_MODELS_DIR="${LES_TEST_MODELS_DIR:-$PWD/data/test-models}"
 .venv/bin/python -m ruff check .
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

@@ -8,6 +8,7 @@ a parse).
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
 
@@ -27,7 +28,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Select
 
 metadata = MetaData()
@@ -121,7 +122,7 @@ def sqlite_engine(path: Path, *, read_only: bool = False) -> Engine:
         engine = create_engine(f"sqlite:///{path}")
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         # SQLAlchemy's pysqlite driver starts transactions lazily; we issue BEGIN ourselves.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -133,7 +134,7 @@ def sqlite_engine(path: Path, *, read_only: bool = False) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _begin(connection: Connection) -> None:
         # A deferred BEGIN that later writes can fail with SQLITE_BUSY; writers take the lock up front.
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 

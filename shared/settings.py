@@ -1,8 +1,9 @@
 """Every setting of the service, read in one place.
 
-Values come from the process environment first, then from `config.env` (python-decouple's order), then the
-defaults below. Each process calls `load_settings()` once in its main and passes the result down; nothing
-else reads the environment.
+Values come from the process environment first, then from `config.env`, then the defaults below
+(pydantic-settings' order: init arguments, environment, dotenv file, defaults). `_Sources` declares each variable
+with its type and default; `load_settings()` resolves them into the frozen `Settings` the processes pass down
+(absolute paths, derived addresses). Each process calls it once in its main; nothing else reads the environment.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Literal
 
-from decouple import Config, RepositoryEmpty, RepositoryEnv
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.env"
@@ -81,7 +83,7 @@ class Settings:
     search_faiss_threads: int
     log_level: str
     # portability and healing (workers/embedder/canary.py, supervision/backoff.py)
-    weight_repack: str  # auto, on or off
+    weight_repack: Literal["auto", "on", "off"]
     canary_timeout_seconds: float
     restart_backoff_initial_seconds: float
     restart_backoff_max_seconds: float
@@ -120,101 +122,9 @@ class Settings:
         return self.data_dir / "indexes"
 
 
-def load_settings(config_file: Path | None = None, overrides: dict[str, str] | None = None) -> Settings:
-    """Read settings from `overrides`, the environment and `config.env`, in that order of precedence."""
-    path = config_file or Path(os.environ.get("LLAMA_EMBEDDINGS_CONFIG", DEFAULT_CONFIG_FILE))
-    repository = RepositoryEnv(str(path)) if path.is_file() else RepositoryEmpty()
-    config = Config(repository)
-    overrides = overrides or {}
-
-    def get(name: str, default: object, cast: Callable[[Any], object] = str) -> object:
-        if name in overrides:
-            raw: object = overrides[name]
-            return raw if cast is str else _cast(raw, cast)
-        return config(name, default=default, cast=_bool if cast is bool else cast)
-
-    data_dir = Path(str(get("DATA_DIR", "./data"))).expanduser()
-    if not data_dir.is_absolute():  # relative to the checkout, so every command finds the same instance
-        data_dir = (PROJECT_ROOT / data_dir).resolve()
-    models_dir = (PROJECT_ROOT / Path(str(get("MODELS_DIR", str(data_dir / "models")))).expanduser()).resolve()
-    database_url = str(get("DATABASE_URL", f"sqlite:///{data_dir / 'llama_embeddings.sqlite'}"))
-    default_models = _csv(str(get("DEFAULT_MODELS", "all-minilm-l6-v2,smollm2-135m-instruct")))
-    worker_bind = str(get("WORKER_BIND_ADDRESS", f"ipc://{data_dir / 'run' / 'workers.sock'}"))
-    cores = os.cpu_count() or 1
-    return Settings(
-        data_dir=data_dir,
-        models_dir=models_dir,
-        database_path=_sqlite_path(database_url),
-        listen_host=str(get("LLAMA_EMBEDDING_SERVER_LISTEN_HOST", "0.0.0.0")),
-        listen_port=int(get("LLAMA_EMBEDDING_SERVER_LISTEN_PORT", 8089, int)),  # type: ignore[arg-type]
-        default_model_name=str(get("DEFAULT_MODEL_NAME", "all-minilm-l6-v2")),
-        default_models=default_models,
-        models_to_serve=_csv(str(get("MODELS_TO_SERVE", ""))),
-        workers_per_model=int(get("WORKERS_PER_MODEL", "auto", _workers)),  # type: ignore[arg-type]
-        worker_threads_total=int(get("WORKER_THREADS_TOTAL", cores, int)),  # type: ignore[arg-type]
-        allow_thread_oversubscription=bool(get("ALLOW_THREAD_OVERSUBSCRIPTION", False, bool)),
-        worker_bind_address=worker_bind,
-        worker_connect_address=str(get("WORKER_CONNECT_ADDRESS", worker_bind.replace("*", "127.0.0.1"))),
-        heartbeat_interval_seconds=float(get("HEARTBEAT_INTERVAL_SECONDS", 1.0, float)),  # type: ignore[arg-type]
-        heartbeat_liveness=int(get("HEARTBEAT_LIVENESS", 3, int)),  # type: ignore[arg-type]
-        request_timeout_seconds=float(get("REQUEST_TIMEOUT_SECONDS", 60.0, float)),  # type: ignore[arg-type]
-        worker_wait_seconds=float(get("WORKER_WAIT_SECONDS", 10.0, float)),  # type: ignore[arg-type]
-        max_queue_per_model=int(get("MAX_QUEUE_PER_MODEL", 4096, int)),  # type: ignore[arg-type]
-        worker_credits=int(get("WORKER_CREDITS", 8, int)),  # type: ignore[arg-type]
-        batch_token_budget=int(get("BATCH_TOKEN_BUDGET", 0, int)),  # type: ignore[arg-type]
-        batch_window_ms=float(get("BATCH_WINDOW_MS", 0.0, float)),  # type: ignore[arg-type]
-        db_write_batch_size=int(get("DB_WRITE_BATCH_SIZE", 128, int)),  # type: ignore[arg-type]
-        db_flush_interval_ms=float(get("DB_FLUSH_INTERVAL_MS", 100.0, float)),  # type: ignore[arg-type]
-        max_retries=int(get("MAX_RETRIES", 10, int)),  # type: ignore[arg-type]
-        retry_delay_base_seconds=float(get("RETRY_DELAY_BASE_SECONDS", 0.05, float)),  # type: ignore[arg-type]
-        jitter_factor=float(get("JITTER_FACTOR", 0.1, float)),  # type: ignore[arg-type]
-        write_ack_timeout_seconds=float(get("WRITE_ACK_TIMEOUT_SECONDS", 2.0, float)),  # type: ignore[arg-type]
-        gateway_cache_entries=int(get("GATEWAY_CACHE_ENTRIES", 50_000, int)),  # type: ignore[arg-type]
-        startup_timeout_seconds=float(get("STARTUP_TIMEOUT_SECONDS", 180.0, float)),  # type: ignore[arg-type]
-        stop_timeout_seconds=float(get("STOP_TIMEOUT_SECONDS", 15.0, float)),  # type: ignore[arg-type]
-        max_text_chars=int(get("MAX_TEXT_CHARS", 100_000, int)),  # type: ignore[arg-type]
-        max_batch_texts=int(get("MAX_BATCH_TEXTS", 2048, int)),  # type: ignore[arg-type]
-        # security and limits
-        use_security_token=bool(get("USE_SECURITY_TOKEN", False, bool)),
-        security_token=str(get("SECURITY_TOKEN", "")),
-        max_request_body_bytes=int(float(get("MAX_REQUEST_BODY_MB", 16.0, float)) * 1024 * 1024),  # type: ignore[arg-type]
-        # documents
-        minimum_string_length_for_document_embedding=int(
-            get("MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING", 15, int)),  # type: ignore[arg-type]
-        max_upload_size_mb=float(get("MAX_UPLOAD_SIZE_MB", 50.0, float)),  # type: ignore[arg-type]
-        document_chunk_sentences=int(get("DOCUMENT_CHUNK_SENTENCES", 128, int)),  # type: ignore[arg-type]
-        document_chunks_in_flight=int(get("DOCUMENT_CHUNKS_IN_FLIGHT", 2, int)),  # type: ignore[arg-type]
-        # ramdisk
-        use_ramdisk=bool(get("USE_RAMDISK", False, bool)),
-        ramdisk_path=(PROJECT_ROOT / Path(str(get("RAMDISK_PATH", "/mnt/ramdisk"))).expanduser()).resolve(),
-        ramdisk_size_in_gb=float(get("RAMDISK_SIZE_IN_GB", 1.0, float)),  # type: ignore[arg-type]
-        # search
-        search_approximate_above=int(get("SEARCH_APPROXIMATE_ABOVE", 100_000, int)),  # type: ignore[arg-type]
-        search_ivf_lists=int(get("SEARCH_IVF_LISTS", 0, int)),  # type: ignore[arg-type]
-        search_ivf_nprobe=int(get("SEARCH_IVF_NPROBE", 32, int)),  # type: ignore[arg-type]
-        search_index_save_interval_ms=float(get("SEARCH_INDEX_SAVE_INTERVAL_MS", 1000.0, float)),  # type: ignore[arg-type]
-        search_index_poll_ms=float(get("SEARCH_INDEX_POLL_MS", 250.0, float)),  # type: ignore[arg-type]
-        search_tail_max_rows=int(get("SEARCH_TAIL_MAX_ROWS", 50_000, int)),  # type: ignore[arg-type]
-        search_faiss_threads=int(get("SEARCH_FAISS_THREADS", 1, int)),  # type: ignore[arg-type]
-        log_level=str(get("LOG_LEVEL", "INFO")).upper(),
-        weight_repack=str(get("LLAMA_WEIGHT_REPACK", "auto", _weight_repack)),
-        canary_timeout_seconds=float(get("CANARY_TIMEOUT_SECONDS", 120.0, float)),  # type: ignore[arg-type]
-        restart_backoff_initial_seconds=float(get("RESTART_BACKOFF_INITIAL_SECONDS", 1.0, float)),  # type: ignore[arg-type]
-        restart_backoff_max_seconds=float(get("RESTART_BACKOFF_MAX_SECONDS", 60.0, float)),  # type: ignore[arg-type]
-        restart_backoff_reset_seconds=float(get("RESTART_BACKOFF_RESET_SECONDS", 60.0, float)),  # type: ignore[arg-type]
-        test_engine_crash=str(get("TEST_ENGINE_CRASH", "")),
-    )
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
+def _empty_is_false(value: object) -> object:
+    # `USE_RAMDISK=` in a config file means off, as it did with python-decouple.
+    return False if isinstance(value, str) and not value.strip() else value
 
 
 def _workers(value: object) -> int:
@@ -227,15 +137,107 @@ def _workers(value: object) -> int:
     return count
 
 
-def _weight_repack(value: object) -> str:
-    text = str(value).strip().lower()
-    if text not in {"auto", "on", "off"}:
-        raise ValueError(f"LLAMA_WEIGHT_REPACK must be auto, on or off, not {value!r}")
-    return text
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
 
 
-def _cast(raw: object, cast: Callable[[Any], object]) -> object:
-    return _bool(raw) if cast is bool else cast(raw)
+Flag = Annotated[bool, BeforeValidator(_empty_is_false)]
+WorkerCount = Annotated[int, BeforeValidator(_workers)]
+WeightRepack = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
+
+
+class _Sources(BaseSettings):
+    """The variables as users set them (names as in config.env), typed; resolved by `load_settings()`."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    data_dir: str = Field("./data", validation_alias="DATA_DIR")
+    models_dir: str = Field("", validation_alias="MODELS_DIR")
+    database_url: str = Field("", validation_alias="DATABASE_URL")
+    listen_host: str = Field("0.0.0.0", validation_alias="LLAMA_EMBEDDING_SERVER_LISTEN_HOST")
+    listen_port: int = Field(8089, validation_alias="LLAMA_EMBEDDING_SERVER_LISTEN_PORT")
+    default_model_name: str = Field("all-minilm-l6-v2", validation_alias="DEFAULT_MODEL_NAME")
+    default_models: str = Field("all-minilm-l6-v2,smollm2-135m-instruct", validation_alias="DEFAULT_MODELS")
+    models_to_serve: str = Field("", validation_alias="MODELS_TO_SERVE")
+    workers_per_model: WorkerCount = Field(0, validation_alias="WORKERS_PER_MODEL")
+    worker_threads_total: int = Field(default_factory=lambda: os.cpu_count() or 1,
+                                      validation_alias="WORKER_THREADS_TOTAL")
+    allow_thread_oversubscription: Flag = Field(False, validation_alias="ALLOW_THREAD_OVERSUBSCRIPTION")
+    worker_bind_address: str = Field("", validation_alias="WORKER_BIND_ADDRESS")
+    worker_connect_address: str = Field("", validation_alias="WORKER_CONNECT_ADDRESS")
+    heartbeat_interval_seconds: float = Field(1.0, validation_alias="HEARTBEAT_INTERVAL_SECONDS")
+    heartbeat_liveness: int = Field(3, validation_alias="HEARTBEAT_LIVENESS")
+    request_timeout_seconds: float = Field(60.0, validation_alias="REQUEST_TIMEOUT_SECONDS")
+    worker_wait_seconds: float = Field(10.0, validation_alias="WORKER_WAIT_SECONDS")
+    max_queue_per_model: int = Field(4096, validation_alias="MAX_QUEUE_PER_MODEL")
+    worker_credits: int = Field(8, validation_alias="WORKER_CREDITS")
+    batch_token_budget: int = Field(0, validation_alias="BATCH_TOKEN_BUDGET")
+    batch_window_ms: float = Field(0.0, validation_alias="BATCH_WINDOW_MS")
+    db_write_batch_size: int = Field(128, validation_alias="DB_WRITE_BATCH_SIZE")
+    db_flush_interval_ms: float = Field(100.0, validation_alias="DB_FLUSH_INTERVAL_MS")
+    max_retries: int = Field(10, validation_alias="MAX_RETRIES")
+    retry_delay_base_seconds: float = Field(0.05, validation_alias="RETRY_DELAY_BASE_SECONDS")
+    jitter_factor: float = Field(0.1, validation_alias="JITTER_FACTOR")
+    write_ack_timeout_seconds: float = Field(2.0, validation_alias="WRITE_ACK_TIMEOUT_SECONDS")
+    gateway_cache_entries: int = Field(50_000, validation_alias="GATEWAY_CACHE_ENTRIES")
+    startup_timeout_seconds: float = Field(180.0, validation_alias="STARTUP_TIMEOUT_SECONDS")
+    stop_timeout_seconds: float = Field(15.0, validation_alias="STOP_TIMEOUT_SECONDS")
+    max_text_chars: int = Field(100_000, validation_alias="MAX_TEXT_CHARS")
+    max_batch_texts: int = Field(2048, validation_alias="MAX_BATCH_TEXTS")
+    use_security_token: Flag = Field(False, validation_alias="USE_SECURITY_TOKEN")
+    security_token: str = Field("", validation_alias="SECURITY_TOKEN")
+    max_request_body_mb: float = Field(16.0, validation_alias="MAX_REQUEST_BODY_MB")
+    minimum_string_length_for_document_embedding: int = Field(
+        15, validation_alias="MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING")
+    max_upload_size_mb: float = Field(50.0, validation_alias="MAX_UPLOAD_SIZE_MB")
+    document_chunk_sentences: int = Field(128, validation_alias="DOCUMENT_CHUNK_SENTENCES")
+    document_chunks_in_flight: int = Field(2, validation_alias="DOCUMENT_CHUNKS_IN_FLIGHT")
+    use_ramdisk: Flag = Field(False, validation_alias="USE_RAMDISK")
+    ramdisk_path: str = Field("/mnt/ramdisk", validation_alias="RAMDISK_PATH")
+    ramdisk_size_in_gb: float = Field(1.0, validation_alias="RAMDISK_SIZE_IN_GB")
+    search_approximate_above: int = Field(100_000, validation_alias="SEARCH_APPROXIMATE_ABOVE")
+    search_ivf_lists: int = Field(0, validation_alias="SEARCH_IVF_LISTS")
+    search_ivf_nprobe: int = Field(32, validation_alias="SEARCH_IVF_NPROBE")
+    search_index_save_interval_ms: float = Field(1000.0, validation_alias="SEARCH_INDEX_SAVE_INTERVAL_MS")
+    search_index_poll_ms: float = Field(250.0, validation_alias="SEARCH_INDEX_POLL_MS")
+    search_tail_max_rows: int = Field(50_000, validation_alias="SEARCH_TAIL_MAX_ROWS")
+    search_faiss_threads: int = Field(1, validation_alias="SEARCH_FAISS_THREADS")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    weight_repack: WeightRepack = Field("auto", validation_alias="LLAMA_WEIGHT_REPACK")
+    canary_timeout_seconds: float = Field(120.0, validation_alias="CANARY_TIMEOUT_SECONDS")
+    restart_backoff_initial_seconds: float = Field(1.0, validation_alias="RESTART_BACKOFF_INITIAL_SECONDS")
+    restart_backoff_max_seconds: float = Field(60.0, validation_alias="RESTART_BACKOFF_MAX_SECONDS")
+    restart_backoff_reset_seconds: float = Field(60.0, validation_alias="RESTART_BACKOFF_RESET_SECONDS")
+    test_engine_crash: str = Field("", validation_alias="TEST_ENGINE_CRASH")
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, str] | None = None) -> Settings:
+    """Read settings from `overrides`, the environment and `config.env`, in that order of precedence."""
+    path = config_file or Path(os.environ.get("LLAMA_EMBEDDINGS_CONFIG", DEFAULT_CONFIG_FILE))
+    # Passed as one mapping: the names are the variables' (aliases), checked by pydantic, not by the type checker.
+    arguments: dict[str, Any] = {"_env_file": path if path.is_file() else None, **(overrides or {})}
+    raw = _Sources(**arguments)
+    data_dir = Path(raw.data_dir).expanduser()
+    if not data_dir.is_absolute():  # relative to the checkout, so every command finds the same instance
+        data_dir = (PROJECT_ROOT / data_dir).resolve()
+    models_dir = (PROJECT_ROOT / Path(raw.models_dir or str(data_dir / "models")).expanduser()).resolve()
+    worker_bind = raw.worker_bind_address or f"ipc://{data_dir / 'run' / 'workers.sock'}"
+    fields = raw.model_dump(exclude={"data_dir", "models_dir", "database_url", "default_models", "models_to_serve",
+                                     "worker_bind_address", "worker_connect_address", "max_request_body_mb",
+                                     "ramdisk_path", "log_level"})
+    return Settings(
+        **fields,
+        data_dir=data_dir,
+        models_dir=models_dir,
+        database_path=_sqlite_path(raw.database_url or f"sqlite:///{data_dir / 'llama_embeddings.sqlite'}"),
+        default_models=_csv(raw.default_models),
+        models_to_serve=_csv(raw.models_to_serve),
+        worker_bind_address=worker_bind,
+        worker_connect_address=raw.worker_connect_address or worker_bind.replace("*", "127.0.0.1"),
+        max_request_body_bytes=int(raw.max_request_body_mb * 1024 * 1024),
+        ramdisk_path=(PROJECT_ROOT / Path(raw.ramdisk_path).expanduser()).resolve(),
+        log_level=raw.log_level.upper(),
+    )
 
 
 def _sqlite_path(database_url: str) -> Path:

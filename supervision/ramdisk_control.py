@@ -72,7 +72,7 @@ class RamDiskControl:
                     "stopping": c.stopping_since is not None}
                    for c in children if c.spec.role == "worker"]
         # Settled: every worker maps the file its model should be served from now, and nothing is pending.
-        settled = not self.clearing and all(not w["stopping"] and w["mapped_from"] == self.model_paths[w["model"]]
+        settled = not self.clearing and all(not w["stopping"] and w["mapped_from"] == self.model_paths[str(w["model"])]
                                             for w in workers)
         return {"enabled": self.settings.use_ramdisk, "path": str(self.settings.ramdisk_path),
                 "clearing": self.clearing, "settled": settled, "last_error": self.last_error,

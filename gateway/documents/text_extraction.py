@@ -39,10 +39,10 @@ def decode_text(content: bytes, magic_encoding: str = "") -> str:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    for encoding in (_MAGIC_ENCODINGS.get(magic_encoding), "cp1252"):
-        if encoding:
+    for fallback in (_MAGIC_ENCODINGS.get(magic_encoding), "cp1252"):
+        if fallback:
             try:
-                return content.decode(encoding)
+                return content.decode(fallback)
             except UnicodeDecodeError:
                 pass
     return content.decode("latin-1")

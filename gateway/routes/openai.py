@@ -125,7 +125,7 @@ def _shorten(vector: np.ndarray, dimensions: int) -> np.ndarray:
 
 
 def _floats(vector: np.ndarray) -> list[float]:
-    return vector.tolist()  # type: ignore[no-any-return]
+    return vector.tolist()
 
 
 def _base64(vector: np.ndarray) -> str:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Verdict:
 
 def choose_engine_config(settings: Settings, model: str, wanted: EngineConfig) -> tuple[EngineConfig | None, str]:
     """The engine config a worker of `model` should load (LLAMA_WEIGHT_REPACK decided), or None and why not."""
-    verdict = choose_loading(wanted, cast(WeightRepack, settings.weight_repack), settings.canary_dir, model,
+    verdict = choose_loading(wanted, settings.weight_repack, settings.canary_dir, model,
                              settings.test_engine_crash, settings.canary_timeout_seconds)
     if verdict.weight_repack is None:
         return None, verdict.failure

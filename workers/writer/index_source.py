@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import func, select, text
@@ -82,7 +82,7 @@ class EmbeddingSource:
         self._engine.dispose()
 
 
-def _chunk(rows: list, dimensions: int, model: str) -> VectorChunk:  # type: ignore[type-arg]
+def _chunk(rows: Sequence[Any], dimensions: int, model: str) -> VectorChunk:
     width = dimensions * 4
     good = [row for row in rows if len(row[1]) == width]
     if len(good) != len(rows):  # a row of another size cannot join this index; say so rather than fail
