@@ -30,7 +30,7 @@ from pathlib import Path
 from modelstore.catalogue import load_catalogue
 from modelstore.install import ensure_installed
 from shared.settings import load_settings
-from supervision import tmpfs
+from supervision.ramdisk import tmpfs
 from tests.harness import PROJECT_ROOT, Service
 
 _LOADED = re.compile(r"loaded \S+ from (\S+) in ([0-9.]+)s")

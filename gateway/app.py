@@ -28,13 +28,13 @@ from gateway.request_metrics import RequestMetrics
 from gateway.routes import documents, embeddings, health, openai, similarity
 from gateway.routes import metrics as metrics_route
 from gateway.routes import ramdisk as ramdisk_route
-from gateway.search_index import SearchIndexes
+from gateway.search.indexes import SearchIndexes
 from gateway.state import Services
 from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
-from shared.events import StatusReporter
 from shared.protocol import Status
 from shared.settings import Settings
+from shared.status_reporter import StatusReporter
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"

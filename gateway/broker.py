@@ -130,12 +130,6 @@ class Broker:
     def queue_depth(self, model: str) -> int:
         return len(self._queues.get(model, ()))
 
-    def dimensions(self, model: str) -> int | None:
-        for worker in self._workers.values():
-            if worker.ready.model == model:
-                return worker.ready.dimensions
-        return None
-
     async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Result:
         """Vectors for `texts` (or `token_ids`) from a worker of `model`; raises a GatewayError subclass on failure."""
         queue = self._queues.setdefault(model, deque())

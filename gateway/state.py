@@ -10,7 +10,7 @@ from gateway.broker import Broker
 from gateway.cache import VectorCache
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
-from gateway.search_index import SearchIndexes
+from gateway.search.indexes import SearchIndexes
 from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
 from shared.settings import Settings

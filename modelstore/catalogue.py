@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shared.file_integrity import atomic_write_text
+
 SHIPPED_CATALOGUE = Path(__file__).with_name("catalogue.toml")
 LOCAL_CATALOGUE_NAME = "imported.toml"
 
@@ -98,9 +100,7 @@ def add_local_entry(models_dir: Path, entry: ModelEntry) -> None:
                 continue
             lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _toml_value(value: object) -> str:

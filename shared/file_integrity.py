@@ -1,10 +1,11 @@
-"""Files that must be what they claim and survive a crash: SHA-256 of a file, fsync of a file or a folder."""
+"""Files that must be what they claim and survive a crash: SHA-256 of a file, fsync, atomic replacement."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 
 def sha256_digest(path: Path) -> hashlib._Hash:
@@ -26,15 +27,22 @@ def fsync_path(path: Path) -> None:
         os.close(descriptor)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader, even after a crash, finds the old file or the new one whole."""
+def atomic_replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Replace `path` by what `write(staging)` puts in a staging file beside it, so that a reader, even after a
+    crash, finds the old file or the new one whole: durability (fsync) before visibility (rename)."""
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with staging.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    staging.replace(path)
+    try:
+        write(staging)
+        fsync_path(staging)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     fsync_path(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_replace(path, lambda staging: staging.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -10,12 +10,11 @@ readable after the writer removes it).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import quote
 
-from shared.file_integrity import fsync_path
+from shared.file_integrity import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 EXACT = "exact"
@@ -66,8 +65,4 @@ def read_manifest(directory: Path) -> IndexManifest | None:
 
 def write_manifest(directory: Path, manifest: IndexManifest) -> None:
     """Replace the manifest atomically (temporary file, fsync, rename, fsync of the folder)."""
-    temporary = directory / (MANIFEST_NAME + ".tmp")
-    temporary.write_text(json.dumps(asdict(manifest), indent=1), encoding="utf-8")
-    fsync_path(temporary)
-    os.replace(temporary, directory / MANIFEST_NAME)
-    fsync_path(directory)
+    atomic_write_text(directory / MANIFEST_NAME, json.dumps(asdict(manifest), indent=1))

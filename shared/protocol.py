@@ -65,6 +65,7 @@ class Ready:
     # input may have at most max_tokens - special_tokens ids, the model adding its own (e.g. [CLS], [SEP]).
     vocab_size: int = 0
     special_tokens: int = 0
+    pooling: str = ""  # how token vectors become the text's vector ("mean", "cls", "last"), for the answers' metadata
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,14 @@ from typing import Any
 import psutil
 
 from modelstore.catalogue import Catalogue, load_catalogue
+from shared.control_client import CommandFailed, NotRunning, is_running, send_command
 from shared.lifecycle import StopFlag
 from shared.logs import configure_logging
 from shared.settings import PROJECT_ROOT, Settings, load_settings
 from supervision.allotment import default_workers_per_model
 from supervision.children import child_environment, pid_file
-from supervision.control import CommandFailed, NotRunning, is_running, send_command
-from supervision.ramdisk_commands import add_parser as add_ramdisk_parser
-from supervision.ramdisk_commands import check_before_start, cmd_ramdisk, serve_from_ramdisk_at_start
+from supervision.ramdisk.cli_side import add_parser as add_ramdisk_parser
+from supervision.ramdisk.cli_side import check_before_start, cmd_ramdisk, serve_from_ramdisk_at_start
 from supervision.supervisor import Desired, Supervisor
 
 log = logging.getLogger("supervisor")

@@ -27,7 +27,7 @@ from supervision.allotment import AllotmentError, threads_per_worker
 from supervision.backoff import BackoffPolicy, RestartHistory
 from supervision.children import Child, ChildSpec, spawn, worker_slots_prefix
 from supervision.mappings import mapped_files
-from supervision.ramdisk_control import RamDiskControl
+from supervision.ramdisk.supervisor_side import RamDiskControl
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 0.5

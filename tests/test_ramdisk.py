@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from shared.settings import Settings, load_settings
-from supervision import tmpfs
 from supervision.mappings import mapped_files
-from supervision.model_copy import copy_verified
-from supervision.ramdisk import RamDiskRefused, RamDiskUnavailable, clear, plan, set_up
-from supervision.tmpfs import Rights, Tmpfs, size_bytes
+from supervision.ramdisk import tmpfs
+from supervision.ramdisk.model_copy import copy_verified
+from supervision.ramdisk.operations import RamDiskRefused, RamDiskUnavailable, clear, plan, set_up
+from supervision.ramdisk.tmpfs import Rights, Tmpfs, size_bytes
 from tests.conftest import MINILM
 from tests.harness import PROJECT_ROOT, Service
 

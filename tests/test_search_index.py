@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.errors import Unavailable
-from gateway.search_index import SearchIndexes
+from gateway.search.indexes import SearchIndexes
 from shared.index_manifest import model_index_dir
 from shared.schema import text_hash
 from shared.settings import Settings, load_settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gateway.search_tail import Tail
+from gateway.search.tail import Tail
 
 
 def unit(*values: float) -> np.ndarray:

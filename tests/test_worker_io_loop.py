@@ -12,7 +12,7 @@ from shared.lifecycle import StopFlag
 from shared.protocol import Fatal, Ready, decode
 from shared.settings import load_settings
 from workers.embedder.engine import EngineConfig
-from workers.embedder.process import WorkerIdentity, _io_loop
+from workers.embedder.io_loop import WorkerIdentity, run_io_loop
 
 
 def test_a_dead_compute_thread_makes_the_worker_say_fatal_and_end(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_a_dead_compute_thread_makes_the_worker_say_fatal_and_end(tmp_path: Path
 
     def io_thread() -> None:
         try:
-            _io_loop(settings, StopFlag(), WorkerIdentity("m", 1, os.getpid()), ready, context, pipe,
+            run_io_loop(settings, StopFlag(), WorkerIdentity("m", 1, os.getpid()), ready, context, pipe,
                      EngineConfig("m.gguf", "mean", 8, threads=1, token_budget=8), compute_alive=lambda: False)
         except BaseException as exc:  # the test inspects what ended the loop
             outcome.append(exc)

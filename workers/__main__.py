@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from modelstore.catalogue import load_catalogue
     from workers.embedder.canary import choose_engine_config
     from workers.embedder.engine import EngineConfig
-    from workers.embedder.process import WorkerIdentity, report_unusable, run_embedder
+    from workers.embedder.io_loop import WorkerIdentity
+    from workers.embedder.worker import report_unusable, run_embedder
 
     entry = load_catalogue(settings.models_dir)[args.model]
     identity = WorkerIdentity(args.model, args.worker_id, os.getpid())

@@ -32,7 +32,6 @@ from gateway.documents.upload import Upload
 from gateway.embedding_service import Embedded, EmbeddingService
 from gateway.errors import BadRequest
 from gateway.writer_link import WriterLink
-from modelstore.catalogue import load_catalogue
 from shared.protocol import DocumentWrite
 from shared.schema import text_hash
 from shared.settings import Settings
@@ -55,8 +54,6 @@ class DocumentService:
         self._embeddings = embeddings
         self._writer = writer
         self.library = DocumentLibrary(settings.database_path)
-        catalogue = load_catalogue(settings.models_dir)
-        self._poolings = {name: catalogue.entries[name].pooling for name in embeddings.models if name in catalogue}
 
     async def embed(self, upload: Upload, model: str, client_ip: str | None) -> EmbeddedDocument:
         """The document's sentences and vectors. Raises GatewayError subclasses (415, 422, ...) for the client."""
@@ -126,11 +123,16 @@ class DocumentService:
         row_of = {text: row for row, text in enumerate(unique)}
         return vectors[[row_of[text] for text in sentences]]
 
+    def _pooling(self, model: str) -> str:
+        # As the model's workers announce it (READY); a gateway that no worker has registered with yet cannot say.
+        ready = self._broker.last_ready.get(model)
+        return ready.pooling if ready is not None and ready.pooling else "unknown"
+
     def _metadata(self, upload: Upload, mimetype: str, file_hash: str, model: str, vectors: np.ndarray,
                   from_store: bool) -> dict[str, Any]:
         return {
             "filename": upload.filename, "mimetype": mimetype, "file_hash": file_hash, "file_hash_algorithm": "sha3-256",
-            "model": model, "pooling": self._poolings.get(model, "unknown"), "normalised": True,
+            "model": model, "pooling": self._pooling(model), "normalised": True,
             "dimensions": int(vectors.shape[1]), "sentence_count": int(vectors.shape[0]),
             "minimum_sentence_length": self._settings.minimum_string_length_for_document_embedding,
             "from_store": from_store,

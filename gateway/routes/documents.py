@@ -12,7 +12,7 @@ from gateway.documents.upload import FILE_FIELD, read_upload
 from gateway.openapi import Endpoint, QueryParam
 from gateway.schemas import StoredDocumentsResponse
 from gateway.state import services
-from gateway.validation import query_int
+from gateway.validation import client_ip, query_int
 
 _CHOICES = ("model_name", "llm_model_name", "json_format")
 
@@ -31,7 +31,7 @@ async def get_all_embeddings_for_document(request: Request) -> Response:
     chosen = {name: query.get(name) or upload.fields.get(name) for name in _CHOICES}
     model = state.embeddings.check_model(chosen["model_name"] or chosen["llm_model_name"] or settings.default_model_name)
     orient = parse_orient(chosen["json_format"])
-    client = request.client.host if request.client else None
+    client = client_ip(request)
     document = await state.documents.embed(upload, model, client)
     stem = safe_stem(upload.filename)
     archive = await asyncio.to_thread(build_zip, stem, document.sentences, document.vectors, orient,

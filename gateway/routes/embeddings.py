@@ -17,14 +17,14 @@ from gateway.schemas import (
     StoredStringsResponse,
 )
 from gateway.state import services
-from gateway.validation import parse_json_body, query_int
+from gateway.validation import client_ip, parse_json_body, query_int
 
 
 async def get_embedding_vector(request: Request) -> Response:
     state = services(request)
     body = await parse_json_body(request, EmbeddingRequest)
     model = body.chosen_model(state.settings.default_model_name)
-    client = request.client.host if request.client else None
+    client = client_ip(request)
     [embedded] = await state.embeddings.embed(model, [body.text], client_ip=client)
     return VectorJSONResponse({"embedding": embedded.vector, "model": model,
                          "dimensions": int(embedded.vector.shape[0]), "cached": embedded.cached})
@@ -36,7 +36,7 @@ async def get_embedding_vectors(request: Request) -> Response:
     model = body.chosen_model(state.settings.default_model_name)
     if len(body.texts) > state.settings.max_batch_texts:
         raise BadRequest(f"{len(body.texts)} texts in one request; MAX_BATCH_TEXTS is {state.settings.max_batch_texts}")
-    client = request.client.host if request.client else None
+    client = client_ip(request)
     embedded = await state.embeddings.embed(model, body.texts, client_ip=client)
     dimensions = int(embedded[0].vector.shape[0]) if embedded else 0
     return VectorJSONResponse({"embeddings": [item.vector for item in embedded], "model": model,

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import BadRequest
-from gateway.openai_errors import OpenAIError, invalid_request, model_not_found, openai_errors, translate
-from gateway.openai_schemas import (
+from gateway.openai.errors import OpenAIError, invalid_request, model_not_found, openai_errors, translate
+from gateway.openai.schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIErrorResponse,
@@ -25,7 +25,7 @@ from gateway.openai_schemas import (
 )
 from gateway.openapi import Endpoint
 from gateway.state import Services, services
-from gateway.validation import parse_json_body
+from gateway.validation import client_ip, parse_json_body
 
 OWNER = "llama-embeddings-service"
 INPUT_FORMS = "a string, a list of strings, a list of token ids or a list of token-id lists"
@@ -44,7 +44,7 @@ async def create_embeddings(request: Request) -> Response:
     _check_dimensions(body.dimensions, _known_dimensions(state, model), model)
     try:
         if texts:
-            client = request.client.host if request.client else None
+            client = client_ip(request)
             embedded = await state.embeddings.embed(model, texts, client_ip=client)
         else:
             embedded = await state.embeddings.embed_token_ids(model, token_lists)

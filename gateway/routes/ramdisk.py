@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import GatewayError, GatewayTimeout, Unavailable
 from gateway.openapi import Endpoint
 from gateway.state import services
+from shared.control_client import CommandFailed, NotRunning, send_command
 from shared.settings import Settings
-from supervision.control import CommandFailed, NotRunning, send_command
 
 _POLL_SECONDS = 0.3
 DISABLED_MESSAGE = "RAM Disk usage is disabled."  # the original service's words

@@ -12,14 +12,14 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import EMBEDDING_ERRORS, Endpoint
 from gateway.responses import VectorJSONResponse
-from gateway.search_schemas import (
+from gateway.search.schemas import (
     SemanticSearchRequest,
     SemanticSearchResponse,
     SimilarityRequest,
     SimilarityResponse,
 )
 from gateway.state import services
-from gateway.validation import parse_json_body
+from gateway.validation import client_ip, parse_json_body
 
 
 def cosine_similarity(first: np.ndarray, second: np.ndarray) -> float:
@@ -32,7 +32,7 @@ async def compute_similarity_between_strings(request: Request) -> Response:
     state = services(request)
     body = await parse_json_body(request, SimilarityRequest)
     model = body.chosen_model(state.settings.default_model_name)
-    client = request.client.host if request.client else None
+    client = client_ip(request)
     first, second = await state.embeddings.embed(model, [body.text1, body.text2], client_ip=client)
     return VectorJSONResponse({"text1": body.text1, "text2": body.text2, "similarity_measure": "cosine_similarity",
                                "similarity": cosine_similarity(first.vector, second.vector),
@@ -43,7 +43,7 @@ async def get_most_similar_string_from_database(request: Request) -> Response:
     state = services(request)
     body = await parse_json_body(request, SemanticSearchRequest)
     model = state.embeddings.check_model(body.chosen_model(state.settings.default_model_name))
-    client = request.client.host if request.client else None
+    client = client_ip(request)
     [query] = await state.embeddings.embed(model, [body.text], client_ip=client)
     hits = await state.search.search(model, query.vector, body.number_of_most_similar_strings_to_return, body.text)
     return JSONResponse({"query_text": body.text, "model": model,

@@ -8,16 +8,13 @@ keeps that one: `embeddings.document_id` names the first document a sentence was
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import select, update
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 
 from shared.protocol import DocumentWrite
 from shared.schema import document_embeddings, documents, embeddings, parameter_chunks
-from workers.writer.store import EmbeddingStore, embedding_values
+from workers.writer.store import EmbeddingStore, column_time, embedding_values
 
 
 def write_document(store: EmbeddingStore, message: DocumentWrite) -> int:
@@ -31,7 +28,7 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
     connection.execute(insert(documents).values(
         model_name=model, document_hash=document["file_hash"], filename=document.get("filename"),
         mimetype=document.get("mimetype"), sentence_count=document.get("sentence_count"),
-        created_at=_timestamp(document.get("response_time")),
+        created_at=column_time(document.get("response_time")),
     ).on_conflict_do_nothing(index_elements=["document_hash", "model_name"]))
     document_id = connection.execute(select(documents.c.id).where(
         documents.c.document_hash == document["file_hash"], documents.c.model_name == model)).scalar_one()
@@ -39,7 +36,7 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
         document_id=document_id, filename=document.get("filename"), mimetype=document.get("mimetype"),
         file_hash=document["file_hash"], model_name=model, file_data=document.get("file_data"),
         document_embedding_results_json=document["results"], ip_address=document.get("ip_address"),
-        request_time=_timestamp(document.get("request_time")), response_time=_timestamp(document.get("response_time")),
+        request_time=column_time(document.get("request_time")), response_time=column_time(document.get("response_time")),
         total_time=document.get("total_time"),
     ).on_conflict_do_nothing(index_elements=["file_hash", "model_name"]))
     inserted = 0
@@ -54,6 +51,3 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
         ).values(document_id=document_id))
     return inserted
 
-
-def _timestamp(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)

@@ -12,7 +12,6 @@ only, and keeps the full vectors, so the similarities it returns are exact for t
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from shared.file_integrity import fsync_path
+from shared.file_integrity import atomic_replace
 from shared.index_manifest import (
     APPROXIMATE,
     EXACT,
@@ -127,10 +126,7 @@ class ModelIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         generation = self.generation + 1
         name = index_file_name(generation)
-        temporary = self.directory / (name + ".tmp")
-        faiss.write_index(self.index, str(temporary))
-        fsync_path(temporary)
-        os.replace(temporary, self.directory / name)
+        atomic_replace(self.directory / name, lambda staging: faiss.write_index(self.index, str(staging)))
         manifest = IndexManifest(model=self.model, generation=generation, rows_covered=self.rows_covered,
                                  count=self.count, dimensions=self.dimensions, kind=self.kind, file=name,
                                  saved_at=time.time(), lists=self.lists, trained_on=self.trained_on)
@@ -142,6 +138,7 @@ class ModelIndex:
 
     def _remove_old_files(self, keep: set[str]) -> None:
         # The previous generation stays: a gateway that has just read the old manifest may be opening it.
-        for path in self.directory.glob("index-*.faiss*"):
+        # Also the staging files a crash during a save may have left.
+        for path in [*self.directory.glob("index-*.faiss*"), *self.directory.glob(".index-*.tmp")]:
             if path.name not in keep:
                 path.unlink(missing_ok=True)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from shared.events import StatusReporter
 from shared.lifecycle import StopFlag
 from shared.protocol import Ack, DocumentWrite, Ping, Pong, ProtocolError, Status, Write, decode, encode
 from shared.settings import Settings
+from shared.status_reporter import StatusReporter
 from workers.writer.documents import write_document
 from workers.writer.indexer import Indexer
 from workers.writer.store import EmbeddingStore, RetryPolicy

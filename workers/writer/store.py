@@ -44,10 +44,9 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
-def _timestamp(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
+def column_time(value: Any) -> datetime | None:
+    """A time as the gateway sends it (Unix seconds) as the tables store it (naive UTC)."""
+    return None if value is None else datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
 
 
 def embedding_values(row: dict[str, Any]) -> dict[str, Any]:
@@ -59,8 +58,8 @@ def embedding_values(row: dict[str, Any]) -> dict[str, Any]:
         "embedding": row["embedding"],
         "dimensions": row["dimensions"],
         "ip_address": row.get("ip_address"),
-        "request_time": _timestamp(row.get("request_time")),
-        "response_time": _timestamp(row.get("response_time")),
+        "request_time": column_time(row.get("request_time")),
+        "response_time": column_time(row.get("response_time")),
         "total_time": row.get("total_time"),
         "document_id": row.get("document_id"),
     }

@@ -1,22 +1,19 @@
-"""The embedding worker's two threads.
+"""The embedding worker's I/O thread: the one owner of its DEALER to the gateway.
 
-The I/O thread owns the DEALER to the gateway: it registers (READY), heartbeats both ways, forwards work to
-the compute thread over an inproc PAIR and results back. Because llama.cpp calls release the GIL, heartbeats
-keep flowing while a batch runs. The compute thread (compute.py) owns the engine. Sockets never cross
-threads (the ZeroMQ guide's rule), hence the PAIR.
+It registers (READY), heartbeats both ways, forwards work to the compute thread over an inproc PAIR and results
+back, and re-registers when the gateway goes silent (Paranoid Pirate). Because llama.cpp calls release the GIL,
+heartbeats keep flowing while a batch runs. Sockets never cross threads (the ZeroMQ guide's rule), hence the PAIR.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import zmq
 
-from shared.events import StatusReporter
 from shared.lifecycle import StopFlag
 from shared.protocol import (
     Bye,
@@ -35,15 +32,16 @@ from shared.protocol import (
     kind_of,
 )
 from shared.settings import Settings
-from workers.embedder.compute import STOP, ComputeLoop
-from workers.embedder.engine import Engine, EngineConfig
+from shared.status_reporter import StatusReporter
+from workers.embedder.engine import EngineConfig
 
 log = logging.getLogger(__name__)
-_PIPE = "inproc://compute"
 
 
 @dataclass(frozen=True)
 class WorkerIdentity:
+    """Who a worker process is: its model, its worker id (one per spawn) and its pid."""
+
     model: str
     worker_id: int
     pid: int
@@ -53,46 +51,9 @@ class WorkerIdentity:
         return f"{self.model}/{self.worker_id}/{self.pid}".encode()
 
 
-def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, config: EngineConfig) -> None:
-    """Load the model, then serve until stopped. Returns after in-flight requests are answered."""
-    started = time.monotonic()
-    engine = Engine(config)
-    log.info("loaded %s from %s in %.2fs (%d-d, %d threads, weight repacking %s)", identity.model, config.model_path,
-             time.monotonic() - started, engine.dimensions, config.threads, "on" if config.weight_repack else "off")
-    context = zmq.Context()
-    compute_end = context.socket(zmq.PAIR)
-    compute_end.bind(_PIPE)
-    io_end = context.socket(zmq.PAIR)
-    io_end.connect(_PIPE)
-    compute_loop = ComputeLoop(engine, compute_end, config.token_budget)
-    compute = threading.Thread(target=compute_loop.run, args=(settings.batch_window_ms / 1000,), name="compute",
-                               daemon=True)
-    compute.start()
-    ready = Ready(model=identity.model, worker_id=identity.worker_id, pid=identity.pid,
-                  dimensions=engine.dimensions, max_tokens=engine.max_tokens, credits=settings.worker_credits,
-                  threads=config.threads, vocab_size=engine.vocab_size, special_tokens=engine.special_tokens)
-    try:
-        _io_loop(settings, stop, identity, ready, context, io_end, config, compute.is_alive)
-    finally:
-        io_end.send_multipart(STOP)
-        compute.join(timeout=5)
-        io_end.close(linger=0)
-        context.term()
-        engine.close()
-
-
-def report_unusable(settings: Settings, identity: WorkerIdentity, reason: str) -> None:
-    """Tell the supervisor, before exiting with EXIT_MODEL_UNUSABLE, why this model cannot be served here."""
-    context = zmq.Context()
-    reporter = StatusReporter(context, settings.events_address)
-    reporter.send(Status(role="worker", pid=identity.pid, state="failed", model=identity.model,
-                         worker_id=identity.worker_id, detail={"reason": reason}))
-    reporter.close(linger_seconds=2.0)
-    context.term()
-
-
-def _io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,
-             pipe: zmq.Socket, config: EngineConfig, compute_alive: Callable[[], bool]) -> None:
+def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,
+                pipe: zmq.Socket, config: EngineConfig, compute_alive: Callable[[], bool]) -> None:
+    """Serve the gateway until stopped (after BYE, once nothing is in flight) or the compute thread dies."""
     interval = settings.heartbeat_interval_seconds
     reporter = StatusReporter(context, settings.events_address)
     dealer = _connect(context, settings, identity, ready)

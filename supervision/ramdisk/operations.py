@@ -22,9 +22,9 @@ from typing import Any
 import psutil
 
 from shared.settings import Settings
-from supervision import tmpfs
-from supervision.model_copy import PART_PREFIX, RECORD_PREFIX, copy_verified
-from supervision.tmpfs import Rights, Tmpfs, TmpfsError
+from supervision.ramdisk import tmpfs
+from supervision.ramdisk.model_copy import PART_PREFIX, RECORD_PREFIX, copy_verified
+from supervision.ramdisk.tmpfs import Rights, Tmpfs, TmpfsError
 
 log = logging.getLogger(__name__)
 GIB = 2**30

@@ -2,7 +2,7 @@
 
 Setting up (mounting, copying) runs in the CLI's or the starting supervisor's process, never inside the
 running supervisor's loop, which must keep answering and restarting; a running supervisor is only told to
-move its workers (see ramdisk_control).
+move its workers (see supervisor_side.py).
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.control_client import CommandFailed, NotRunning, send_command
 from shared.settings import Settings
-from supervision import ramdisk
-from supervision.control import CommandFailed, NotRunning, send_command
-from supervision.ramdisk import RamDiskRefused, RamDiskUnavailable
+from supervision.ramdisk import operations
+from supervision.ramdisk.operations import RamDiskRefused, RamDiskUnavailable
+from supervision.ramdisk.tmpfs import TmpfsError
 from supervision.supervisor import Desired
-from supervision.tmpfs import TmpfsError
 
 log = logging.getLogger("supervisor")
 _POLL_SECONDS = 0.3
@@ -32,7 +32,7 @@ def check_before_start(settings: Settings, desired: Desired) -> None:
     if not settings.use_ramdisk:
         return
     try:
-        ramdisk.plan(settings, desired.model_paths, desired.workers)
+        operations.plan(settings, desired.model_paths, desired.workers)
     except RamDiskRefused as exc:
         raise SystemExit(f"RAM disk refused: {exc}") from None
     except RamDiskUnavailable as exc:
@@ -45,7 +45,7 @@ def serve_from_ramdisk_at_start(settings: Settings, desired: Desired) -> Desired
     if not settings.use_ramdisk:
         return Desired(desired.workers, disk_paths, disk_paths)
     try:
-        paths = ramdisk.set_up(settings, disk_paths, desired.workers)
+        paths = operations.set_up(settings, disk_paths, desired.workers)
     except RamDiskRefused as exc:
         raise SystemExit(f"RAM disk refused: {exc}") from None
     except RamDiskUnavailable as exc:
@@ -75,7 +75,7 @@ def cmd_ramdisk(settings: Settings, args: argparse.Namespace, desired_now: Calla
 
 
 def _status(settings: Settings, as_json: bool) -> int:
-    info = ramdisk.describe(settings)
+    info = operations.describe(settings)
     info["service"] = _ask(settings, "status")
     if as_json:
         print(json.dumps(info, indent=2))
@@ -124,7 +124,7 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
         desired = desired_now()
         disk_paths, workers = desired.model_paths, desired.workers
     try:
-        ramdisk.set_up(settings, disk_paths, workers)
+        operations.set_up(settings, disk_paths, workers)
     except (RamDiskRefused, RamDiskUnavailable) as exc:
         print(f"RAM disk not set up: {exc}", file=sys.stderr)
         return 1
@@ -148,7 +148,7 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
 def _clear(settings: Settings) -> int:
     try:
         if _ask(settings, "clear") is None:
-            print(ramdisk.clear(settings))  # no service: nothing maps from it
+            print(operations.clear(settings))  # no service: nothing maps from it
             return 0
     except (CommandFailed, TmpfsError, OSError) as exc:
         print(exc, file=sys.stderr)

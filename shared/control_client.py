@@ -1,4 +1,4 @@
-"""The CLI's side of the supervisor's control socket."""
+"""The client side of the supervisor's control socket, for the CLI and the gateway (which is supervised: it asks)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ import faiss
 import numpy as np
 
 from gateway.errors import Unavailable
-from gateway.search_store import SearchStore, StoredRow
-from gateway.search_tail import Tail, TailView
+from gateway.search.store import SearchStore, StoredRow
+from gateway.search.tail import Tail, TailView
 from shared.index_manifest import MANIFEST_NAME, IndexManifest, model_index_dir, read_manifest
 from shared.settings import Settings
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
-from supervision import ramdisk, tmpfs
 from supervision.children import Child
 from supervision.mappings import mapped_files, maps_under
-from supervision.tmpfs import TmpfsError
+from supervision.ramdisk import operations, tmpfs
+from supervision.ramdisk.tmpfs import TmpfsError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class RamDiskControl:
             return
         self.clearing = False
         try:
-            self.last_result = ramdisk.clear(self.settings)
+            self.last_result = operations.clear(self.settings)
             log.info("%s", self.last_result)
         except (TmpfsError, OSError) as exc:
             self.last_error = f"could not clear the RAM disk: {exc}"
@@ -85,7 +85,7 @@ class RamDiskControl:
         mount = tmpfs.mount_at(self.settings.ramdisk_path)
         if mount is None or not mount.is_tmpfs:
             raise ValueError(f"no tmpfs is mounted at {self.settings.ramdisk_path}; run `supervisor.py ramdisk setup`")
-        copies = ramdisk.ramdisk_paths(self.settings, self.disk_paths)
+        copies = operations.ramdisk_paths(self.settings, self.disk_paths)
         for model, copy in copies.items():
             source, target = Path(self.disk_paths[model]), Path(copy)
             if not target.is_file() or target.stat().st_size != source.stat().st_size:
