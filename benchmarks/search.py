@@ -38,6 +38,7 @@ import psutil
 from modelstore.catalogue import load_catalogue
 from modelstore.install import ensure_installed
 from shared.index_manifest import APPROXIMATE, EXACT, model_index_dir
+from shared.protocol import EmbeddingRow
 from shared.schema import text_hash
 from shared.settings import load_settings
 from tests.harness import PROJECT_ROOT, Service
@@ -110,8 +111,7 @@ def commit(database: Path, vectors: np.ndarray, first_id: int) -> float:
         rows = []
         for offset, vector in enumerate(vectors[start:start + INSERT_BATCH]):
             text = row_text(first_id + start + offset)
-            rows.append({"text": text, "text_hash": text_hash(text), "model_name": MINILM,
-                         "embedding": vector.tobytes(), "dimensions": DIMENSIONS})
+            rows.append(EmbeddingRow(text, text_hash(text), MINILM, vector.tobytes(), DIMENSIONS))
         store.insert_embeddings(rows)
     elapsed = time.perf_counter() - started
     store.close()

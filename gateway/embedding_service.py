@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from gateway.errors import BadRequest
 from gateway.token_counts import TokenCounts
 from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
+from shared.protocol import EmbeddingRow
 from shared.schema import text_hash
 
 
@@ -62,7 +63,7 @@ class EmbeddingService:
         return model
 
     async def embed(self, model: str, texts: list[str], client_ip: str | None = None,
-                    document_id: int | None = None, row_sink: list[dict[str, Any]] | None = None) -> list[Embedded]:
+                    document_id: int | None = None, row_sink: list[EmbeddingRow] | None = None) -> list[Embedded]:
         """One vector per text, in order. Raises GatewayError subclasses for the client.
 
         Rows computed here go to the writer, or into `row_sink` when given: the caller then sends them itself
@@ -153,7 +154,7 @@ class EmbeddingService:
 
     async def _compute(self, model: str, to_compute: dict[CacheKey, str], results: dict[CacheKey, Embedded],
                        client_ip: str | None, document_id: int | None, started: float,
-                       row_sink: list[dict[str, Any]] | None = None) -> None:
+                       row_sink: list[EmbeddingRow] | None = None) -> None:
         loop = asyncio.get_running_loop()
         futures = {key: loop.create_future() for key in to_compute}
         self._computing.update(futures)
@@ -169,18 +170,18 @@ class EmbeddingService:
             for key in futures:
                 self._computing.pop(key, None)
         finished = time.time()
-        rows = []
+        rows: list[EmbeddingRow] = []
         for row_index, (key, text) in enumerate(to_compute.items()):
             vector = vectors[row_index]
             results[key] = Embedded(vector, False, token_counts[row_index])
             self.token_counts.put(key, token_counts[row_index])
             self._cache.put(key, vector)
             futures[key].set_result(vector)
-            rows.append({
-                "text": text, "text_hash": key[1], "model_name": model, "embedding": vector.tobytes(),
-                "dimensions": int(vector.shape[0]), "ip_address": client_ip, "request_time": started,
-                "response_time": finished, "total_time": finished - started, "document_id": document_id,
-            })
+            rows.append(EmbeddingRow(
+                text=text, text_hash=key[1], model_name=model, embedding=vector.tobytes(),
+                dimensions=int(vector.shape[0]), ip_address=client_ip, request_time=started,
+                response_time=finished, total_time=finished - started, document_id=document_id,
+            ))
         for listener in self.computed_listeners:
             listener(model, list(to_compute.values()), [key[1] for key in to_compute], vectors)
         if row_sink is not None:

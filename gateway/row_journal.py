@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from shared.protocol import DocumentWrite, Message, decode, encode
+from shared.protocol import DocumentWrite, EmbeddingRow, Message, decode, encode, pack_rows, unpack_rows
 
 log = logging.getLogger(__name__)
 PENDING = "pending.rows"
@@ -32,7 +32,7 @@ PENDING = "pending.rows"
 class Recovered:
     """What a predecessor gateway answered with and nobody acknowledged."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[EmbeddingRow] = field(default_factory=list)
     documents: list[DocumentWrite] = field(default_factory=list)
 
 
@@ -54,8 +54,8 @@ class RowJournal:
         recovered = Recovered()
         for path in sorted(self._directory.glob("*.replay")):
             if path.name.endswith(".rows.replay"):
-                for rows in _records(path):
-                    recovered.rows.extend(rows)
+                for arrays in _records(path):
+                    recovered.rows.extend(unpack_rows(arrays))
             else:
                 for frames in _records(path):
                     message = decode(frames)
@@ -71,11 +71,11 @@ class RowJournal:
         for path in self._directory.glob("*.replay"):
             path.unlink(missing_ok=True)
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, rows: list[EmbeddingRow]) -> None:
         """Record rows before their client is answered."""
         if self._pending is None:
             self._pending = os.open(self._directory / PENDING, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.write(self._pending, msgpack.packb(rows, use_bin_type=True))
+        os.write(self._pending, msgpack.packb(pack_rows(rows), use_bin_type=True))
 
     def seal(self, batch_id: int) -> None:
         """The pending rows left as batch `batch_id`: keep them under its name until it is acknowledged."""

@@ -14,14 +14,14 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import zmq
 import zmq.asyncio
 
 from gateway.row_journal import RowJournal
 from gateway.zmq_sending import send_now
-from shared.protocol import Ack, DocumentWrite, Ping, ProtocolError, Write, decode, encode
+from shared.protocol import Ack, DocumentWrite, EmbeddingRow, Ping, ProtocolError, Write, decode, encode
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class WriterLink:
         self._settings = settings
         self._socket = context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[EmbeddingRow] = []
         self._unacked: dict[int, _Unacked] = {}
         self._ids = itertools.count(1)
         self._flush_soon: asyncio.TimerHandle | None = None
@@ -69,7 +69,7 @@ class WriterLink:
     def unacknowledged_rows(self) -> int:
         return len(self._buffer) + sum(len(u.message.rows) for u in self._unacked.values())
 
-    def enqueue(self, rows: list[dict[str, Any]]) -> None:
+    def enqueue(self, rows: list[EmbeddingRow]) -> None:
         """Queue rows for the writer; they leave within DB_FLUSH_INTERVAL_MS or when a batch is full."""
         self._journal.append(rows)
         self._buffer.extend(rows)

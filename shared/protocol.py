@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
+from operator import attrgetter
 from typing import Any, ClassVar, Sequence, Union, get_args
 
 import msgpack
@@ -143,13 +144,47 @@ class Reregister:
     KIND: ClassVar[Kind] = Kind.REREGISTER
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingRow:
+    """One computed vector as the `embeddings` table keeps it: built once by the gateway, mapped to columns once by
+    the writer (workers/writer/store.py). Travels as a msgpack array in field order."""
+
+    text: str
+    text_hash: str  # SHA3-256 of the text
+    model_name: str
+    embedding: bytes  # float32
+    dimensions: int
+    ip_address: str | None = None
+    request_time: float | None = None  # Unix seconds
+    response_time: float | None = None
+    total_time: float | None = None
+    document_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """An embedded document as the `documents` and `document_embeddings` tables keep it (see DocumentWrite)."""
+
+    file_hash: str  # SHA3-256 of the file
+    model_name: str
+    filename: str
+    mimetype: str
+    file_data: bytes
+    sentence_count: int
+    results: bytes  # the stored form of the answer (gateway/documents/packaging.py)
+    ip_address: str | None = None
+    request_time: float | None = None  # Unix seconds
+    response_time: float | None = None
+    total_time: float | None = None
+
+
 @dataclass(frozen=True)
 class Write:
     """Gateway → writer: store these rows. `batch_id` makes a re-send after a writer restart idempotent."""
 
     KIND: ClassVar[Kind] = Kind.WRITE
     batch_id: int
-    rows: list[dict[str, Any]]
+    rows: list[EmbeddingRow]
 
 
 @dataclass(frozen=True)
@@ -197,16 +232,14 @@ class ControlReply:
 class DocumentWrite:
     """Gateway → writer: store one embedded document in one transaction; answered by ACK(batch_id) after commit.
 
-    `document`: file_hash, model_name, filename, mimetype, file_data, sentence_count, results (the stored
-    form of the answer), ip_address, request_time, response_time, total_time. `rows`: the sentence rows
-    computed for it (fields as in WRITE). `text_hashes`: every distinct kept sentence, so rows already stored
-    without a document are linked to it. Idempotent on (file_hash, model_name), like WRITE on its rows.
+    `rows`: the sentence rows computed for it. `text_hashes`: every distinct kept sentence, so rows already
+    stored without a document are linked to it. Idempotent on (file_hash, model_name), like WRITE on its rows.
     """
 
     KIND: ClassVar[Kind] = Kind.DOCUMENT_WRITE
     batch_id: int
-    document: dict[str, Any]
-    rows: list[dict[str, Any]]
+    document: StoredDocument
+    rows: list[EmbeddingRow]
     text_hashes: list[str]
 
 
@@ -233,6 +266,35 @@ _BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
 # write's rows) and measured as 8% of the gateway's CPU per request; the messages hold no nested dataclasses.
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _BY_KIND.values()}
 _EMPTY = msgpack.packb({})
+_ROW_VALUES = attrgetter(*(f.name for f in fields(EmbeddingRow)))
+_DOCUMENT_VALUES = attrgetter(*(f.name for f in fields(StoredDocument)))
+
+
+def pack_rows(rows: list[EmbeddingRow]) -> list[tuple[Any, ...]]:
+    """Rows as msgpack-ready arrays in field order (also the gateway's journal format)."""
+    return [_ROW_VALUES(row) for row in rows]
+
+
+def unpack_rows(arrays: list[list[Any]]) -> list[EmbeddingRow]:
+    return [EmbeddingRow(*values) for values in arrays]
+
+
+def _header(message: Message) -> dict[str, Any]:
+    values = {name: getattr(message, name) for name in _FIELDS[type(message)]}
+    if isinstance(message, (Write, DocumentWrite)):
+        values["rows"] = pack_rows(message.rows)
+    if isinstance(message, DocumentWrite):
+        values["document"] = _DOCUMENT_VALUES(message.document)
+    return values
+
+
+def _from_header(cls: type, header: dict[str, Any]) -> Message:
+    known = {k: v for k, v in header.items() if k in _FIELDS[cls]}
+    if cls is Write or cls is DocumentWrite:
+        known["rows"] = unpack_rows(known["rows"])
+    if cls is DocumentWrite:
+        known["document"] = StoredDocument(*known["document"])
+    return cls(**known)
 
 
 def encode(message: Message) -> list[bytes]:
@@ -243,8 +305,7 @@ def encode(message: Message) -> list[bytes]:
         header = {"request_id": message.request_id, "token_counts": message.token_counts,
                   "shape": list(vectors.shape), "batch_sizes": message.batch_sizes}
         return [kind, msgpack.packb(header), vectors.tobytes()]
-    names = _FIELDS[type(message)]
-    return [kind, msgpack.packb({name: getattr(message, name) for name in names}) if names else _EMPTY]
+    return [kind, msgpack.packb(_header(message)) if _FIELDS[type(message)] else _EMPTY]
 
 
 def decode(frames: Sequence[bytes | memoryview]) -> Message:
@@ -268,8 +329,7 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
             vectors = np.frombuffer(frames[2], dtype=np.float32).reshape(shape)
             # A newer peer's extra fields are ignored.
             return Result(vectors=vectors, **{k: v for k, v in header.items() if k in _FIELDS[Result] and k != "vectors"})
-        known = _FIELDS[cls]
-        return cls(**{k: v for k, v in header.items() if k in known})
+        return _from_header(cls, header)
     except (TypeError, ValueError, KeyError) as exc:
         raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc
 

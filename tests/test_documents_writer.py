@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from shared.protocol import DocumentWrite, decode, encode
+from shared.protocol import DocumentWrite, EmbeddingRow, StoredDocument, decode, encode
 from shared.schema import document_embeddings, documents, embeddings, sqlite_engine, text_hash
 from workers.writer.documents import write_document
 from workers.writer.store import EmbeddingStore, RetryPolicy
@@ -17,15 +17,15 @@ from workers.writer.store import EmbeddingStore, RetryPolicy
 MODEL = "all-minilm-l6-v2"
 
 
-def row(text: str) -> dict[str, Any]:
-    return {"text": text, "text_hash": text_hash(text), "model_name": MODEL, "dimensions": 4,
-            "embedding": np.ones(4, dtype=np.float32).tobytes(), "request_time": 1.0, "response_time": 2.0}
+def row(text: str) -> EmbeddingRow:
+    return EmbeddingRow(text, text_hash(text), MODEL, np.ones(4, dtype=np.float32).tobytes(), 4,
+                        request_time=1.0, response_time=2.0)
 
 
-def message(batch_id: int, rows: list[dict[str, Any]], sentences: list[str], file_hash: str = "f" * 64) -> DocumentWrite:
-    document = {"file_hash": file_hash, "model_name": MODEL, "filename": "a.txt", "mimetype": "text/plain",
-                "file_data": b"file bytes", "sentence_count": len(sentences), "results": b"results",
-                "request_time": 1.0, "response_time": 2.0, "total_time": 1.0}
+def message(batch_id: int, rows: list[EmbeddingRow], sentences: list[str], file_hash: str = "f" * 64) -> DocumentWrite:
+    document = StoredDocument(file_hash=file_hash, model_name=MODEL, filename="a.txt", mimetype="text/plain",
+                              file_data=b"file bytes", sentence_count=len(sentences), results=b"results",
+                              request_time=1.0, response_time=2.0, total_time=1.0)
     return DocumentWrite(batch_id=batch_id, document=document, rows=rows,
                          text_hashes=[text_hash(text) for text in sentences])
 

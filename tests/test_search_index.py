@@ -12,6 +12,7 @@ import pytest
 from gateway.errors import Unavailable
 from gateway.search.indexes import SearchIndexes
 from shared.index_manifest import model_index_dir
+from shared.protocol import EmbeddingRow
 from shared.schema import text_hash
 from shared.settings import Settings, load_settings
 from workers.writer.index_source import EmbeddingSource
@@ -38,8 +39,8 @@ def settings(tmp_path: Path) -> Settings:
 
 def store_rows(settings: Settings, rows: dict[str, np.ndarray]) -> None:
     store = EmbeddingStore(settings.database_path, RetryPolicy(3, 0.01, 0.1))
-    store.insert_embeddings([{"text": text, "text_hash": text_hash(text), "model_name": MODEL,
-                              "embedding": vector.tobytes(), "dimensions": 8} for text, vector in rows.items()])
+    store.insert_embeddings([EmbeddingRow(text, text_hash(text), MODEL, vector.tobytes(), 8)
+                             for text, vector in rows.items()])
     store.close()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from shared.index_manifest import APPROXIMATE, EXACT, IndexManifest, model_index_dir, read_manifest
+from shared.protocol import EmbeddingRow
 from shared.schema import text_hash
 from shared.settings import Settings, load_settings
 from workers.writer.indexer import Indexer
@@ -37,8 +38,8 @@ def clustered_vectors(count: int, seed: int, clusters: int = 20) -> np.ndarray:
 
 def insert(settings: Settings, vectors: np.ndarray, prefix: str) -> None:
     store = EmbeddingStore(settings.database_path, RetryPolicy(3, 0.01, 0.1))
-    rows = [{"text": f"{prefix} {number}", "text_hash": text_hash(f"{prefix} {number}"), "model_name": MODEL,
-             "embedding": vector.tobytes(), "dimensions": DIMENSIONS} for number, vector in enumerate(vectors)]
+    rows = [EmbeddingRow(f"{prefix} {number}", text_hash(f"{prefix} {number}"), MODEL, vector.tobytes(), DIMENSIONS)
+            for number, vector in enumerate(vectors)]
     store.insert_embeddings(rows)
     store.close()
 

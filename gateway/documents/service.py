@@ -32,7 +32,7 @@ from gateway.documents.upload import Upload
 from gateway.embedding_service import Embedded, EmbeddingService
 from gateway.errors import BadRequest
 from gateway.writer_link import WriterLink
-from shared.protocol import DocumentWrite
+from shared.protocol import DocumentWrite, EmbeddingRow, StoredDocument
 from shared.schema import text_hash
 from shared.settings import Settings
 
@@ -73,15 +73,13 @@ class DocumentService:
             raise BadRequest(f"no sentences in the document (sentences shorter than "
                              f"MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING={minimum} characters are skipped)")
         log.info("%s: %s of %d bytes, %d sentences", label, sniffed.mimetype, len(upload.content), len(sentences))
-        computed_rows: list[dict[str, Any]] = []
+        computed_rows: list[EmbeddingRow] = []
         vectors = await self._embed_in_chunks(model, sentences, client_ip, label, computed_rows)
         finished = time.time()
-        document = {
-            "file_hash": file_hash, "model_name": model, "filename": upload.filename, "mimetype": sniffed.mimetype,
-            "file_data": upload.content, "sentence_count": len(sentences), "results": encode_results(sentences),
-            "ip_address": client_ip, "request_time": started, "response_time": finished,
-            "total_time": finished - started,
-        }
+        document = StoredDocument(
+            file_hash=file_hash, model_name=model, filename=upload.filename, mimetype=sniffed.mimetype,
+            file_data=upload.content, sentence_count=len(sentences), results=encode_results(sentences),
+            ip_address=client_ip, request_time=started, response_time=finished, total_time=finished - started)
         hashes = [text_hash(text) for text in dict.fromkeys(sentences)]
         self._writer.send_acknowledged(
             lambda batch_id: DocumentWrite(batch_id=batch_id, document=document, rows=computed_rows, text_hashes=hashes))
@@ -93,7 +91,7 @@ class DocumentService:
         return SentenceSplitter(self._settings.minimum_string_length_for_document_embedding).split(text)
 
     async def _embed_in_chunks(self, model: str, sentences: list[str], client_ip: str | None, label: str,
-                               computed_rows: list[dict[str, Any]] | None) -> np.ndarray:
+                               computed_rows: list[EmbeddingRow] | None) -> np.ndarray:
         """One vector per sentence. Rows computed here go to `computed_rows` (None: to the writer as usual)."""
         unique = list(dict.fromkeys(sentences))
         size = self._settings.document_chunk_sentences

@@ -24,20 +24,20 @@ def write_document(store: EmbeddingStore, message: DocumentWrite) -> int:
 
 def _write(connection: Connection, message: DocumentWrite) -> int:
     document = message.document
-    model = document["model_name"]
+    model = document.model_name
     connection.execute(insert(documents).values(
-        model_name=model, document_hash=document["file_hash"], filename=document.get("filename"),
-        mimetype=document.get("mimetype"), sentence_count=document.get("sentence_count"),
-        created_at=column_time(document.get("response_time")),
+        model_name=model, document_hash=document.file_hash, filename=document.filename,
+        mimetype=document.mimetype, sentence_count=document.sentence_count,
+        created_at=column_time(document.response_time),
     ).on_conflict_do_nothing(index_elements=["document_hash", "model_name"]))
     document_id = connection.execute(select(documents.c.id).where(
-        documents.c.document_hash == document["file_hash"], documents.c.model_name == model)).scalar_one()
+        documents.c.document_hash == document.file_hash, documents.c.model_name == model)).scalar_one()
     connection.execute(insert(document_embeddings).values(
-        document_id=document_id, filename=document.get("filename"), mimetype=document.get("mimetype"),
-        file_hash=document["file_hash"], model_name=model, file_data=document.get("file_data"),
-        document_embedding_results_json=document["results"], ip_address=document.get("ip_address"),
-        request_time=column_time(document.get("request_time")), response_time=column_time(document.get("response_time")),
-        total_time=document.get("total_time"),
+        document_id=document_id, filename=document.filename, mimetype=document.mimetype,
+        file_hash=document.file_hash, model_name=model, file_data=document.file_data,
+        document_embedding_results_json=document.results, ip_address=document.ip_address,
+        request_time=column_time(document.request_time), response_time=column_time(document.response_time),
+        total_time=document.total_time,
     ).on_conflict_do_nothing(index_elements=["file_hash", "model_name"]))
     inserted = 0
     if message.rows:

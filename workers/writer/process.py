@@ -102,7 +102,7 @@ def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer
         if isinstance(message, DocumentWrite):
             inserted += write_document(store, message)
     if inserted and indexer is not None:
-        indexer.rows_committed({row["model_name"] for _, message in pending.batches for row in message.rows})
+        indexer.rows_committed({row.model_name for _, message in pending.batches for row in message.rows})
     for identity, message in pending.batches:
         try:
             socket.send_multipart([identity, *encode(Ack(batch_id=message.batch_id, committed=len(message.rows)))])

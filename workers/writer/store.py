@@ -14,6 +14,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from shared.protocol import EmbeddingRow
 from shared.schema import embeddings, metadata, sqlite_engine
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,19 @@ def column_time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
 
 
-def embedding_values(row: dict[str, Any]) -> dict[str, Any]:
-    """The `embeddings` columns of a row as the gateway sends it (times as Unix seconds)."""
+def embedding_values(row: EmbeddingRow) -> dict[str, Any]:
+    """The `embeddings` columns of a row as the gateway sends it (times as Unix seconds): the one mapping."""
     return {
-        "text": row["text"],
-        "text_hash": row["text_hash"],
-        "model_name": row["model_name"],
-        "embedding": row["embedding"],
-        "dimensions": row["dimensions"],
-        "ip_address": row.get("ip_address"),
-        "request_time": column_time(row.get("request_time")),
-        "response_time": column_time(row.get("response_time")),
-        "total_time": row.get("total_time"),
-        "document_id": row.get("document_id"),
+        "text": row.text,
+        "text_hash": row.text_hash,
+        "model_name": row.model_name,
+        "embedding": row.embedding,
+        "dimensions": row.dimensions,
+        "ip_address": row.ip_address,
+        "request_time": column_time(row.request_time),
+        "response_time": column_time(row.response_time),
+        "total_time": row.total_time,
+        "document_id": row.document_id,
     }
 
 
@@ -73,7 +74,7 @@ class EmbeddingStore:
         self._retry = retry
         metadata.create_all(self._engine)
 
-    def insert_embeddings(self, rows: list[dict[str, Any]]) -> int:
+    def insert_embeddings(self, rows: list[EmbeddingRow]) -> int:
         """Insert rows in one transaction; rows already present (same text_hash and model) are left as they are."""
         if not rows:
             return 0
