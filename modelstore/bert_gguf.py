@@ -15,9 +15,7 @@ upstream converter; pooler/MLM heads dropped because llama.cpp pools itself.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import gguf
 import numpy as np
 
 from modelstore.wordpiece_vocab import load_wordpiece_vocab, write_wordpiece_vocab
-from shared.file_integrity import fsync_path
+from shared.file_integrity import atomic_replace
 
 
 class ConversionError(ValueError):
@@ -190,12 +188,9 @@ def convert_sentence_transformer(source_dir: Path, out_path: Path, *, model_name
         raise ConversionError(str(exc)) from exc
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".partial")
-    os.close(fd)
-    tmp_path = Path(tmp_name)
-    try:
-        os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide the model from the worker user
-        writer = gguf.GGUFWriter(tmp_path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])
+
+    def write(staging: Path) -> None:
+        writer = gguf.GGUFWriter(staging, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])
         writer.add_name(model_name or source_dir.name)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -217,14 +212,9 @@ def convert_sentence_transformer(source_dir: Path, out_path: Path, *, model_name
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        # Durability before visibility: a crash must leave either the old file or
-        # the complete new one, never a truncated model that fails at load time.
-        fsync_path(tmp_path)
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    fsync_path(out_path.parent)
+    # Durability before visibility: a crash must leave either the old file or the complete new one, never a
+    # truncated model that fails at load time.
+    atomic_replace(out_path, write)
     return ConversionReport(
         out_path=out_path,
         architecture="bert",
