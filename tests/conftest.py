@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import numpy as np
 import pytest
 
+from tests.child_object import ChildObject
 from tests.harness import PROJECT_ROOT, Service, running
 
 MINILM = "all-minilm-l6-v2"
@@ -33,6 +35,38 @@ def minilm_source_dir(models_dir: Path) -> Path:
     from modelstore.install import source_dir
 
     return source_dir(load_catalogue(models_dir)[MINILM], models_dir)
+
+
+def _embed_texts(engine: Any, texts: list[str]) -> np.ndarray:
+    """Run in the reference engine's child process (ChildObject.apply)."""
+    return engine.embed([engine.tokenize(text) for text in texts])  # type: ignore[no-any-return]
+
+
+class ReferenceEngine:
+    """MiniLM in our engine in a child process, outside any service: vectors no service cache can have answered."""
+
+    def __init__(self, models_dir: Path) -> None:
+        from modelstore.catalogue import load_catalogue
+        from workers.embedder.engine import Engine, EngineConfig
+
+        entry = load_catalogue(models_dir)[MINILM]
+        self._child = ChildObject(Engine, EngineConfig(str(entry.installed_path(models_dir)), entry.pooling,
+                                                       entry.max_tokens, threads=1, token_budget=entry.batch_tokens,
+                                                       flash_attention=entry.flash_attention))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._child.apply(_embed_texts, texts)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._child.call("close")
+        self._child.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_reference(models_dir: Path) -> Iterator[ReferenceEngine]:
+    engine = ReferenceEngine(models_dir)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")
