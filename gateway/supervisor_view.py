@@ -16,8 +16,9 @@ import time
 import zmq
 import zmq.asyncio
 
+from shared.control_client import CommandFailed, NotRunning, ask
 from shared.model_health import ModelHealth
-from shared.protocol import Control, ControlReply, decode, encode
+from shared.protocol import ProtocolError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,31 +50,14 @@ class SupervisorView:
         return self._health.get(model)
 
     async def _poll_loop(self) -> None:
-        socket: zmq.asyncio.Socket | None = None
-        try:
-            while True:
-                if socket is None:
-                    socket = self._context.socket(zmq.REQ)
-                    socket.setsockopt(zmq.LINGER, 0)
-                    socket.connect(self._address)
-                reply = await self._ask(socket)
-                if reply is None:  # a REQ socket that got no answer cannot send again (Lazy Pirate: a new one)
-                    socket.close(linger=0)
-                    socket = None
-                else:
-                    self._health = {h.model: h for h in map(ModelHealth.from_dict, reply.data.get("models", []))}
-                    self._updated_at = time.monotonic()
-                await asyncio.sleep(POLL_SECONDS)
-        finally:
-            if socket is not None:
-                socket.close(linger=0)
-
-    async def _ask(self, socket: zmq.asyncio.Socket) -> ControlReply | None:
-        await socket.send_multipart(encode(Control(command="health")))
-        if not await socket.poll(int(STALE_AFTER_SECONDS * 1000)):
-            return None
-        reply = decode(await socket.recv_multipart())
-        if not isinstance(reply, ControlReply) or reply.error:
-            log.warning("the supervisor's health answer was unusable: %r", reply)
-            return None
-        return reply
+        while True:
+            try:
+                data = await ask(self._context, self._address, "health", timeout=STALE_AFTER_SECONDS)
+            except NotRunning:
+                pass  # no supervisor (yet, or any more): the last answer goes stale
+            except (CommandFailed, ProtocolError) as exc:
+                log.warning("the supervisor's health answer was unusable: %s", exc)
+            else:
+                self._health = {h.model: h for h in map(ModelHealth.from_dict, data.get("models", []))}
+                self._updated_at = time.monotonic()
+            await asyncio.sleep(POLL_SECONDS)
