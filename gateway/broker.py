@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
 from gateway.zmq_sending import send_now
-from shared.model_health import ModelHealth
+from shared.model_health import ModelHealth, no_worker_reason
 from shared.protocol import (
     Bye,
     Cancel,
@@ -138,7 +138,7 @@ class Broker:
             if health is not None and health.answers_at_once(self._settings.worker_wait_seconds):
                 # No worker can come within WORKER_WAIT_SECONDS (failed, scaled to 0, a long backoff): say so now.
                 self._counters(model).failed += 1
-                raise Unavailable(health.no_worker_reason(), retry_after=health.retry_after())
+                raise _no_worker_error(model, health)
         if len(queue) >= self._settings.max_queue_per_model:
             raise Overloaded(f"the queue of model {model!r} is full ({len(queue)} requests); retry shortly")
         loop = asyncio.get_running_loop()
@@ -289,14 +289,8 @@ class Broker:
                 job = queue.popleft()
                 if not job.future.done():
                     self._counters(model).failed += 1
-                    job.future.set_exception(self._no_worker_error(model, f"within WORKER_WAIT_SECONDS={wait:g}"))
-
-    def _no_worker_error(self, model: str, waited: str) -> Unavailable:
-        """503 for a model without a live worker, naming the cause when the supervisor knows it."""
-        health = self._health(model)
-        if health is None:
-            return Unavailable(f"no live worker for model {model!r} {waited}")
-        return Unavailable(f"{health.no_worker_reason()} (no worker {waited})", retry_after=health.retry_after())
+                    job.future.set_exception(
+                        _no_worker_error(model, self._health(model), f" (waited WORKER_WAIT_SECONDS={wait:g})"))
 
     def _all_jobs(self) -> list[Job]:
         jobs = [job for queue in self._queues.values() for job in queue]
@@ -314,3 +308,9 @@ class Broker:
             "queues": {model: len(queue) for model, queue in self._queues.items()},
         }
 
+
+
+def _no_worker_error(model: str, health: ModelHealth | None, waited: str = "") -> Unavailable:
+    """503 for a model without a live worker, naming the cause when the supervisor knows it."""
+    return Unavailable(no_worker_reason(model, health) + waited,
+                       retry_after=health.retry_after() if health is not None else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.state import Services
+from shared.model_health import no_worker_reason
 
 
 def writer_silence_limit(services: Services) -> float:
@@ -18,7 +19,7 @@ def writer_alive(services: Services) -> bool:
 
 def readiness_problems(services: Services) -> list[str]:
     """Why the service is not ready, one reason per line; empty when it is."""
-    problems = [_no_worker(services, model) for model in services.embeddings.models
+    problems = [no_worker_reason(model, services.supervisor.health(model)) for model in services.embeddings.models
                 if not services.broker.live_workers(model)]
     silent = services.writer.silent_for()
     if silent is None:
@@ -27,8 +28,3 @@ def readiness_problems(services: Services) -> list[str]:
         problems.append(f"the writer has not answered a ping for {silent:.1f}s (HEARTBEAT_INTERVAL_SECONDS x "
                         f"HEARTBEAT_LIVENESS = {writer_silence_limit(services):g}s)")
     return problems
-
-
-def _no_worker(services: Services, model: str) -> str:
-    health = services.supervisor.health(model)
-    return health.no_worker_reason() if health is not None else f"model {model!r} has no live worker"

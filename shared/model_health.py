@@ -47,7 +47,7 @@ class ModelHealth:
 
     def no_worker_reason(self) -> str:
         """One sentence a client or an operator can act on."""
-        prefix = f"model {self.model!r} has no live worker"
+        prefix = _no_live_worker(self.model)
         if self.failed_reason:
             return (f"{prefix}: {self.failed_reason}; after fixing the cause, `supervisor.py scale {self.model} N` "
                     f"tries again ({LOG_HINT})")
@@ -64,3 +64,12 @@ class ModelHealth:
         if self.starting:
             return f"{prefix} yet: its worker is starting (loading the model)"
         return prefix
+
+
+def no_worker_reason(model: str, health: ModelHealth | None) -> str:
+    """Why `model` has no live worker: the supervisor's cause when it told one, else the bare fact."""
+    return health.no_worker_reason() if health is not None else _no_live_worker(model)
+
+
+def _no_live_worker(model: str) -> str:
+    return f"model {model!r} has no live worker"
