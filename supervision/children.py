@@ -27,7 +27,7 @@ class ChildSpec:
     @property
     def slot_key(self) -> str:
         """The key of this child's restart history: "writer", "gateway" or "worker:<model>:<slot>"."""
-        return f"{worker_slots_prefix(self.model)}{self.slot}" if self.role == "worker" else self.role
+        return worker_slot_key(self.model, self.slot) if self.role == "worker" else self.role
 
     @property
     def name(self) -> str:
@@ -46,6 +46,10 @@ class ChildSpec:
 def worker_slots_prefix(model: str) -> str:
     """What the slot keys of a model's workers begin with."""
     return f"worker:{model}:"
+
+
+def worker_slot_key(model: str, slot: int) -> str:
+    return f"{worker_slots_prefix(model)}{slot}"
 
 
 @dataclass

@@ -25,7 +25,7 @@ from shared.protocol import EXIT_MODEL_UNUSABLE, Control, ControlReply, Protocol
 from shared.settings import Settings
 from supervision.allotment import AllotmentError, threads_per_worker
 from supervision.backoff import BackoffPolicy, RestartHistory
-from supervision.children import Child, ChildSpec, spawn, worker_slots_prefix
+from supervision.children import Child, ChildSpec, spawn, worker_slot_key, worker_slots_prefix
 from supervision.mappings import mapped_files
 from supervision.ramdisk.supervisor_side import RamDiskControl
 
@@ -185,7 +185,7 @@ class Supervisor:
             stale = [c for c in active if c not in fitting]
             occupied = {c.spec.slot for c in fitting}
             for slot in range(count):
-                if slot not in occupied and self._slot_history(ChildSpec("worker", model, slot=slot).slot_key).may_start(now):
+                if slot not in occupied and self._slot_history(worker_slot_key(model, slot)).may_start(now):
                     self._spawn(ChildSpec("worker", model, next(self._worker_ids), threads, path, slot=slot))
             for extra in sorted((c for c in fitting if c.spec.slot >= count), key=lambda c: -c.spec.slot):
                 log.info("scaling %s down: stopping %s (pid %d)", model, extra.spec.name, extra.pid)
@@ -241,7 +241,7 @@ class Supervisor:
             self._failed_models.pop(model, None)
             for slot in self._worker_histories(model):
                 # scaling is the operator's word: no backoff left from earlier deaths
-                del self._history[ChildSpec("worker", model, slot=slot).slot_key]
+                del self._history[worker_slot_key(model, slot)]
             log.info("scale %s: %d -> %d workers", model, previous, count)
             return ControlReply(data={"model": model, "count": count, "threads_per_worker": self._allot()})
         if request.command == "health":
