@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import AliasGenerator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -149,66 +149,66 @@ WeightRepack = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
 class _Sources(BaseSettings):
     """The variables as users set them (names as in config.env), typed; resolved by `load_settings()`."""
 
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+    # A variable is its field's name in upper case unless the field names another (the original service's names).
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True,
+                                      alias_generator=AliasGenerator(validation_alias=str.upper))
 
-    data_dir: str = Field("./data", validation_alias="DATA_DIR")
-    models_dir: str = Field("", validation_alias="MODELS_DIR")
-    database_url: str = Field("", validation_alias="DATABASE_URL")
+    data_dir: str = "./data"
+    models_dir: str = ""
+    database_url: str = ""
     listen_host: str = Field("0.0.0.0", validation_alias="LLAMA_EMBEDDING_SERVER_LISTEN_HOST")
     listen_port: int = Field(8089, validation_alias="LLAMA_EMBEDDING_SERVER_LISTEN_PORT")
-    default_model_name: str = Field("all-minilm-l6-v2", validation_alias="DEFAULT_MODEL_NAME")
-    default_models: str = Field("all-minilm-l6-v2,smollm2-135m-instruct", validation_alias="DEFAULT_MODELS")
-    models_to_serve: str = Field("", validation_alias="MODELS_TO_SERVE")
-    workers_per_model: WorkerCount = Field(0, validation_alias="WORKERS_PER_MODEL")
-    worker_threads_total: int = Field(default_factory=lambda: os.cpu_count() or 1,
-                                      validation_alias="WORKER_THREADS_TOTAL")
-    allow_thread_oversubscription: Flag = Field(False, validation_alias="ALLOW_THREAD_OVERSUBSCRIPTION")
-    worker_bind_address: str = Field("", validation_alias="WORKER_BIND_ADDRESS")
-    worker_connect_address: str = Field("", validation_alias="WORKER_CONNECT_ADDRESS")
-    heartbeat_interval_seconds: float = Field(1.0, validation_alias="HEARTBEAT_INTERVAL_SECONDS")
-    heartbeat_liveness: int = Field(3, validation_alias="HEARTBEAT_LIVENESS")
-    request_timeout_seconds: float = Field(60.0, validation_alias="REQUEST_TIMEOUT_SECONDS")
-    worker_wait_seconds: float = Field(10.0, validation_alias="WORKER_WAIT_SECONDS")
-    max_queue_per_model: int = Field(4096, validation_alias="MAX_QUEUE_PER_MODEL")
-    worker_credits: int = Field(8, validation_alias="WORKER_CREDITS")
-    batch_token_budget: int = Field(0, validation_alias="BATCH_TOKEN_BUDGET")
-    batch_window_ms: float = Field(0.0, validation_alias="BATCH_WINDOW_MS")
-    db_write_batch_size: int = Field(128, validation_alias="DB_WRITE_BATCH_SIZE")
-    db_flush_interval_ms: float = Field(100.0, validation_alias="DB_FLUSH_INTERVAL_MS")
-    max_retries: int = Field(10, validation_alias="MAX_RETRIES")
-    retry_delay_base_seconds: float = Field(0.05, validation_alias="RETRY_DELAY_BASE_SECONDS")
-    jitter_factor: float = Field(0.1, validation_alias="JITTER_FACTOR")
-    write_ack_timeout_seconds: float = Field(2.0, validation_alias="WRITE_ACK_TIMEOUT_SECONDS")
-    gateway_cache_entries: int = Field(50_000, validation_alias="GATEWAY_CACHE_ENTRIES")
-    startup_timeout_seconds: float = Field(180.0, validation_alias="STARTUP_TIMEOUT_SECONDS")
-    stop_timeout_seconds: float = Field(15.0, validation_alias="STOP_TIMEOUT_SECONDS")
-    max_text_chars: int = Field(100_000, validation_alias="MAX_TEXT_CHARS")
-    max_batch_texts: int = Field(2048, validation_alias="MAX_BATCH_TEXTS")
-    use_security_token: Flag = Field(False, validation_alias="USE_SECURITY_TOKEN")
-    security_token: str = Field("", validation_alias="SECURITY_TOKEN")
-    max_request_body_mb: float = Field(16.0, validation_alias="MAX_REQUEST_BODY_MB")
-    minimum_string_length_for_document_embedding: int = Field(
-        15, validation_alias="MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING")
-    max_upload_size_mb: float = Field(50.0, validation_alias="MAX_UPLOAD_SIZE_MB")
-    document_chunk_sentences: int = Field(128, validation_alias="DOCUMENT_CHUNK_SENTENCES")
-    document_chunks_in_flight: int = Field(2, validation_alias="DOCUMENT_CHUNKS_IN_FLIGHT")
-    use_ramdisk: Flag = Field(False, validation_alias="USE_RAMDISK")
-    ramdisk_path: str = Field("/mnt/ramdisk", validation_alias="RAMDISK_PATH")
-    ramdisk_size_in_gb: float = Field(1.0, validation_alias="RAMDISK_SIZE_IN_GB")
-    search_approximate_above: int = Field(100_000, validation_alias="SEARCH_APPROXIMATE_ABOVE")
-    search_ivf_lists: int = Field(0, validation_alias="SEARCH_IVF_LISTS")
-    search_ivf_nprobe: int = Field(32, validation_alias="SEARCH_IVF_NPROBE")
-    search_index_save_interval_ms: float = Field(1000.0, validation_alias="SEARCH_INDEX_SAVE_INTERVAL_MS")
-    search_index_poll_ms: float = Field(250.0, validation_alias="SEARCH_INDEX_POLL_MS")
-    search_tail_max_rows: int = Field(50_000, validation_alias="SEARCH_TAIL_MAX_ROWS")
-    search_faiss_threads: int = Field(1, validation_alias="SEARCH_FAISS_THREADS")
-    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    default_model_name: str = "all-minilm-l6-v2"
+    default_models: str = "all-minilm-l6-v2,smollm2-135m-instruct"
+    models_to_serve: str = ""
+    workers_per_model: WorkerCount = 0
+    worker_threads_total: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    allow_thread_oversubscription: Flag = False
+    worker_bind_address: str = ""
+    worker_connect_address: str = ""
+    heartbeat_interval_seconds: float = 1.0
+    heartbeat_liveness: int = 3
+    request_timeout_seconds: float = 60.0
+    worker_wait_seconds: float = 10.0
+    max_queue_per_model: int = 4096
+    worker_credits: int = 8
+    batch_token_budget: int = 0
+    batch_window_ms: float = 0.0
+    db_write_batch_size: int = 128
+    db_flush_interval_ms: float = 100.0
+    max_retries: int = 10
+    retry_delay_base_seconds: float = 0.05
+    jitter_factor: float = 0.1
+    write_ack_timeout_seconds: float = 2.0
+    gateway_cache_entries: int = 50_000
+    startup_timeout_seconds: float = 180.0
+    stop_timeout_seconds: float = 15.0
+    max_text_chars: int = 100_000
+    max_batch_texts: int = 2048
+    use_security_token: Flag = False
+    security_token: str = ""
+    max_request_body_mb: float = 16.0
+    minimum_string_length_for_document_embedding: int = 15
+    max_upload_size_mb: float = 50.0
+    document_chunk_sentences: int = 128
+    document_chunks_in_flight: int = 2
+    use_ramdisk: Flag = False
+    ramdisk_path: str = "/mnt/ramdisk"
+    ramdisk_size_in_gb: float = 1.0
+    search_approximate_above: int = 100_000
+    search_ivf_lists: int = 0
+    search_ivf_nprobe: int = 32
+    search_index_save_interval_ms: float = 1000.0
+    search_index_poll_ms: float = 250.0
+    search_tail_max_rows: int = 50_000
+    search_faiss_threads: int = 1
+    log_level: str = "INFO"
     weight_repack: WeightRepack = Field("auto", validation_alias="LLAMA_WEIGHT_REPACK")
-    canary_timeout_seconds: float = Field(120.0, validation_alias="CANARY_TIMEOUT_SECONDS")
-    restart_backoff_initial_seconds: float = Field(1.0, validation_alias="RESTART_BACKOFF_INITIAL_SECONDS")
-    restart_backoff_max_seconds: float = Field(60.0, validation_alias="RESTART_BACKOFF_MAX_SECONDS")
-    restart_backoff_reset_seconds: float = Field(60.0, validation_alias="RESTART_BACKOFF_RESET_SECONDS")
-    test_engine_crash: str = Field("", validation_alias="TEST_ENGINE_CRASH")
+    canary_timeout_seconds: float = 120.0
+    restart_backoff_initial_seconds: float = 1.0
+    restart_backoff_max_seconds: float = 60.0
+    restart_backoff_reset_seconds: float = 60.0
+    test_engine_crash: str = ""
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, str] | None = None) -> Settings:
