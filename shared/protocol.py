@@ -171,7 +171,7 @@ class StoredDocument:
     mimetype: str
     file_data: bytes
     sentence_count: int
-    results: bytes  # the stored form of the answer (gateway/documents/packaging.py)
+    results: bytes  # the stored form of the answer (encode_results in gateway/documents/library.py)
     ip_address: str | None = None
     request_time: float | None = None  # Unix seconds
     response_time: float | None = None
