@@ -18,7 +18,8 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.auth import TokenAuth
 from gateway.broker import Broker
-from gateway.cache import VectorCache
+from gateway.cache import MemoryCache
+from gateway.database import ReadOnlyDatabase
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.errors import EXCEPTION_HANDLERS
@@ -56,13 +57,14 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
         supervisor = SupervisorView(settings, context)
         broker = Broker(settings, context, health=supervisor.health)
         writer = WriterLink(settings, context)
-        cache = VectorCache(settings.database_path, settings.gateway_cache_entries)
-        service = EmbeddingService(broker, cache, writer, served_models, settings.max_text_chars,
-                                   token_count_entries=settings.gateway_cache_entries)
-        search = SearchIndexes(settings, served_models)
+        database = ReadOnlyDatabase(settings.database_path)
+        service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
+                                   served_models, settings.max_text_chars)
+        search = SearchIndexes(settings, served_models, database)
         service.computed_listeners.append(search.rows_computed)
-        app.state.services = Services(settings, broker, cache, writer, service,
-                                      documents=DocumentService(settings, service, writer, broker), search=search,
+        app.state.services = Services(settings, broker, database, writer, service,
+                                      documents=DocumentService(settings, service, database, writer, broker),
+                                      search=search,
                                       supervisor=supervisor)
         app.state.metrics = metrics
         metrics.watch(app.state.services)
@@ -81,9 +83,8 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
             await supervisor.stop()
             await broker.stop()
             await writer.stop()
-            cache.close()
             await search.stop()
-            app.state.services.documents.close()
+            database.close()  # last: search's poll and the handlers above read through it
             context.term()
 
     routes: list[BaseRoute] = [endpoint.route() for endpoint in endpoints]
@@ -107,7 +108,8 @@ async def _report_status(settings: Settings, services: Services) -> None:
                 role="gateway", pid=os.getpid(), state="ready",
                 counters={"cache_hits": counters.cache_hits, "cache_misses": counters.cache_misses,
                           "unacknowledged_rows": services.writer.unacknowledged_rows},
-                detail=services.broker.snapshot(),
+                workers=services.broker.registered_workers(), queues=services.broker.queue_depths(),
+                search=services.search.states(),
             ))
             await asyncio.sleep(1.0)
     finally:

@@ -21,7 +21,7 @@ import zmq.asyncio
 
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
 from gateway.zmq_sending import send_now
-from shared.model_health import ModelHealth, no_worker_reason
+from shared.model_health import answers_at_once, no_worker_reason, retry_after
 from shared.protocol import (
     Bye,
     Cancel,
@@ -30,8 +30,10 @@ from shared.protocol import (
     Fatal,
     Heartbeat,
     Message,
+    ModelHealth,
     ProtocolError,
     Ready,
+    RegisteredWorker,
     Reregister,
     Result,
     decode,
@@ -135,7 +137,7 @@ class Broker:
         queue = self._queues.setdefault(model, deque())
         if not self.live_workers(model):
             health = self._health(model)
-            if health is not None and health.answers_at_once(self._settings.worker_wait_seconds):
+            if health is not None and answers_at_once(health, self._settings.worker_wait_seconds):
                 # No worker can come within WORKER_WAIT_SECONDS (failed, scaled to 0, a long backoff): say so now.
                 self._counters(model).failed += 1
                 raise _no_worker_error(model, health)
@@ -297,20 +299,19 @@ class Broker:
         jobs += [job for worker in self._workers.values() for job in worker.in_flight.values()]
         return jobs
 
-    def snapshot(self) -> dict[str, object]:
-        """Worker registry and queues, for status and readiness."""
-        return {
-            "workers": [
-                {"identity": w.identity.decode(errors="replace"), "model": w.ready.model, "pid": w.ready.pid,
-                 "in_flight": len(w.in_flight), "leaving": w.leaving, "threads": w.ready.threads}
-                for w in self._workers.values()
-            ],
-            "queues": {model: len(queue) for model, queue in self._queues.items()},
-        }
+    def registered_workers(self) -> list[RegisteredWorker]:
+        """The workers registered now, for the gateway's STATUS (the supervisor learns from it who serves)."""
+        return [RegisteredWorker(identity=w.identity.decode(errors="replace"), model=w.ready.model, pid=w.ready.pid,
+                                 threads=w.ready.threads, in_flight=len(w.in_flight), leaving=w.leaving)
+                for w in self._workers.values()]
+
+    def queue_depths(self) -> dict[str, int]:
+        """Requests waiting for a worker, per model."""
+        return {model: len(queue) for model, queue in self._queues.items()}
 
 
 
 def _no_worker_error(model: str, health: ModelHealth | None, waited: str = "") -> Unavailable:
     """503 for a model without a live worker, naming the cause when the supervisor knows it."""
     return Unavailable(no_worker_reason(model, health) + waited,
-                       retry_after=health.retry_after() if health is not None else None)
+                       retry_after=retry_after(health) if health is not None else None)

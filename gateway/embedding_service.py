@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from gateway.broker import Broker
-from gateway.cache import CacheKey, VectorCache
+from gateway.cache import CachedVector, CacheKey, MemoryCache
+from gateway.database import ReadOnlyDatabase
 from gateway.errors import BadRequest
-from gateway.token_counts import TokenCounts
 from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
 from shared.protocol import EmbeddingRow
@@ -31,6 +31,7 @@ class Embedded:
 
 
 _MIN_PART = 16
+_Computed = tuple[np.ndarray, int]  # a vector and its token count, as a worker returned them
 
 # Told of every vector computed (model, texts, text hashes, vectors), before it is returned: search uses it
 # to find a string as soon as its embedding exists, before the writer has indexed it.
@@ -45,19 +46,22 @@ class ServiceCounters:
 
 
 class EmbeddingService:
-    def __init__(self, broker: Broker, cache: VectorCache, writer: WriterLink, models: tuple[str, ...],
-                 max_text_chars: int, token_count_entries: int = 50_000) -> None:
+    """The one way texts (and token-id lists) become vectors in the gateway; every route that embeds calls it."""
+
+    def __init__(self, broker: Broker, cache: MemoryCache, database: ReadOnlyDatabase, writer: WriterLink,
+                 models: tuple[str, ...], max_text_chars: int) -> None:
         self._broker = broker
         self._cache = cache
+        self._database = database
         self._writer = writer
         self.models = models
         self._max_text_chars = max_text_chars
-        self._computing: dict[CacheKey, asyncio.Future[np.ndarray]] = {}
+        self._computing: dict[CacheKey, asyncio.Future[_Computed]] = {}
         self.counters = ServiceCounters()
-        self.token_counts = TokenCounts(token_count_entries)
         self.computed_listeners: list[ComputedListener] = []
 
     def check_model(self, model: str) -> str:
+        """`model` when it is served; BadRequest naming the served ones otherwise."""
         if model not in self.models:
             raise BadRequest(f"unknown model {model!r}; available models: {', '.join(self.models)}")
         return model
@@ -77,16 +81,17 @@ class EmbeddingService:
         keys = [(model, text_hash(text)) for text in texts]
         results: dict[CacheKey, Embedded] = {}
         for key in keys:
-            vector = self._cache.get_memory(key)
-            if vector is not None:
-                results[key] = Embedded(vector, True)
+            entry = self._cache.get(key)
+            if entry is not None:
+                results[key] = Embedded(entry.vector, True, entry.tokens)
         missing = list(dict.fromkeys(key for key in keys if key not in results))
         if missing:
-            stored = await self._cache.get_stored(model, [key[1] for key in missing])
+            stored = await self._database.vectors(model, [key[1] for key in missing])
             for key in missing:
                 if key[1] in stored:
+                    self._cache.put(key, CachedVector(stored[key[1]], None))
                     results[key] = Embedded(stored[key[1]], True)
-        waiting: dict[CacheKey, asyncio.Future[np.ndarray]] = {}
+        waiting: dict[CacheKey, asyncio.Future[_Computed]] = {}
         to_compute: dict[CacheKey, str] = {}
         for key, text in zip(keys, texts):
             if key in results or key in waiting or key in to_compute:
@@ -101,11 +106,9 @@ class EmbeddingService:
         if to_compute:
             await self._compute(model, to_compute, results, client_ip, document_id, started, row_sink)
         for key, future in waiting.items():
-            results[key] = Embedded(await future, False)
-        return [self._with_tokens(results[key], key) for key in keys]
-
-    def _with_tokens(self, embedded: Embedded, key: CacheKey) -> Embedded:
-        return embedded if embedded.tokens is not None else replace(embedded, tokens=self.token_counts.get(key))
+            vector, tokens = await future
+            results[key] = Embedded(vector, False, tokens)
+        return [results[key] for key in keys]
 
     async def embed_token_ids(self, model: str, token_lists: list[list[int]]) -> list[Embedded]:
         """One vector per token-id list, in order (gateway/token_ids.py says what the ids are).
@@ -118,9 +121,9 @@ class EmbeddingService:
         keys = [(model, token_ids_key(ids)) for ids in token_lists]
         results: dict[CacheKey, Embedded] = {}
         for key in keys:
-            vector = self._cache.get_memory(key)
-            if vector is not None:
-                results[key] = Embedded(vector, True, self.token_counts.get(key))
+            entry = self._cache.get(key)
+            if entry is not None:
+                results[key] = Embedded(entry.vector, True, entry.tokens)
         missing = {key: ids for key, ids in zip(keys, token_lists) if key not in results}
         self.counters.cache_hits += len(keys) - len(missing)
         self.counters.cache_misses += len(missing)
@@ -128,8 +131,7 @@ class EmbeddingService:
             result = await self._broker.embed(model, [], token_ids=list(missing.values()))
             for row, key in enumerate(missing):
                 count = result.token_counts[row]
-                self._cache.put(key, result.vectors[row])
-                self.token_counts.put(key, count)
+                self._cache.put(key, CachedVector(result.vectors[row], count))
                 results[key] = Embedded(result.vectors[row], False, count)
         return [results[key] for key in keys]
 
@@ -156,7 +158,7 @@ class EmbeddingService:
                        client_ip: str | None, document_id: int | None, started: float,
                        row_sink: list[EmbeddingRow] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        futures = {key: loop.create_future() for key in to_compute}
+        futures: dict[CacheKey, asyncio.Future[_Computed]] = {key: loop.create_future() for key in to_compute}
         self._computing.update(futures)
         try:
             vectors, token_counts = await self._embed_spread(model, list(to_compute.values()))
@@ -172,11 +174,10 @@ class EmbeddingService:
         finished = time.time()
         rows: list[EmbeddingRow] = []
         for row_index, (key, text) in enumerate(to_compute.items()):
-            vector = vectors[row_index]
-            results[key] = Embedded(vector, False, token_counts[row_index])
-            self.token_counts.put(key, token_counts[row_index])
-            self._cache.put(key, vector)
-            futures[key].set_result(vector)
+            vector, tokens = vectors[row_index], token_counts[row_index]
+            results[key] = Embedded(vector, False, tokens)
+            self._cache.put(key, CachedVector(vector, tokens))
+            futures[key].set_result((vector, tokens))
             rows.append(EmbeddingRow(
                 text=text, text_hash=key[1], model_name=model, embedding=vector.tobytes(),
                 dimensions=int(vector.shape[0]), ip_address=client_ip, request_time=started,

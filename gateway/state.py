@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from gateway.broker import Broker
-from gateway.cache import VectorCache
+from gateway.database import ReadOnlyDatabase
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.search.indexes import SearchIndexes
@@ -20,7 +20,7 @@ from shared.settings import Settings
 class Services:
     settings: Settings
     broker: Broker
-    cache: VectorCache
+    database: ReadOnlyDatabase
     writer: WriterLink
     embeddings: EmbeddingService
     documents: DocumentService

@@ -17,8 +17,7 @@ import zmq
 import zmq.asyncio
 
 from shared.control_client import CommandFailed, NotRunning, ask
-from shared.model_health import ModelHealth
-from shared.protocol import ProtocolError
+from shared.protocol import ModelHealth, ProtocolError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,12 +51,12 @@ class SupervisorView:
     async def _poll_loop(self) -> None:
         while True:
             try:
-                data = await ask(self._context, self._address, "health", timeout=STALE_AFTER_SECONDS)
+                reply = await ask(self._context, self._address, "health", timeout=STALE_AFTER_SECONDS)
             except NotRunning:
                 pass  # no supervisor (yet, or any more): the last answer goes stale
             except (CommandFailed, ProtocolError) as exc:
                 log.warning("the supervisor's health answer was unusable: %s", exc)
             else:
-                self._health = {h.model: h for h in map(ModelHealth.from_dict, data.get("models", []))}
+                self._health = {health.model: health for health in reply.health}
                 self._updated_at = time.monotonic()
             await asyncio.sleep(POLL_SECONDS)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
 
-from shared.protocol import Control, ControlReply, Message, decode, encode
+from shared.protocol import Control, ControlReply, Message, RamdiskState, decode, encode
+
+RAMDISK_POLL_SECONDS = 0.3
 
 
 class NotRunning(RuntimeError):
@@ -19,7 +22,9 @@ class CommandFailed(RuntimeError):
 
 
 def send_command(address: str, command: str, arguments: dict[str, Any] | None = None,
-                 timeout: float = 3.0) -> dict[str, Any]:
+                 timeout: float = 3.0) -> ControlReply:
+    """The supervisor's reply to `command`. NotRunning when none answers within `timeout`; CommandFailed when it
+    refused (its reason is the message)."""
     context = zmq.Context()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
@@ -32,11 +37,11 @@ def send_command(address: str, command: str, arguments: dict[str, Any] | None = 
     finally:
         socket.close(linger=0)
         context.term()
-    return _data(reply)
+    return _checked(reply)
 
 
 async def ask(context: zmq.asyncio.Context, address: str, command: str, arguments: dict[str, Any] | None = None,
-              timeout: float = 3.0) -> dict[str, Any]:
+              timeout: float = 3.0) -> ControlReply:
     """`send_command` for an asyncio caller (the gateway), on its context. A fresh REQ socket per call: one that
     got no answer could not send again."""
     socket = context.socket(zmq.REQ)
@@ -49,18 +54,50 @@ async def ask(context: zmq.asyncio.Context, address: str, command: str, argument
         reply = decode(await socket.recv_multipart())
     finally:
         socket.close(linger=0)
-    return _data(reply)
+    return _checked(reply)
 
 
-def _data(reply: Message) -> dict[str, Any]:
+def _checked(reply: Message) -> ControlReply:
     if not isinstance(reply, ControlReply):
         raise CommandFailed(f"unexpected reply {type(reply).__name__}")
     if reply.error:
         raise CommandFailed(reply.error)
-    return reply.data
+    return reply
+
+
+def ramdisk_action(address: str, action: str) -> RamdiskState:
+    """The supervisor's RAM-disk state after `action` ("status", "clear" or "use")."""
+    state = send_command(address, "ramdisk", {"action": action}).ramdisk
+    if state is None:
+        raise CommandFailed("the supervisor's ramdisk answer carried no state")
+    return state
+
+
+def wait_for_ramdisk(address: str, done: Callable[[RamdiskState], bool], within: float) -> RamdiskState | None:
+    """Poll the supervisor's RAM-disk state until `done` holds; None when it does not within `within` seconds.
+
+    Moving workers is the supervisor's rolling replacement, which takes up to a start and a stop per worker;
+    the CLI and `POST /clear_ramdisk/` both wait here for it.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        state = ramdisk_action(address, "status")
+        if done(state):
+            return state
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(RAMDISK_POLL_SECONDS)
+
+
+def clear_ramdisk(address: str, within: float) -> RamdiskState | None:
+    """Ask the supervisor to clear the RAM disk and wait until it is done (None: not within `within` seconds);
+    the state's `last_error` or `last_result` says how it went."""
+    ramdisk_action(address, "clear")
+    return wait_for_ramdisk(address, lambda state: not state.clearing, within)
 
 
 def is_running(address: str) -> bool:
+    """True when a supervisor answers on `address` within a second."""
     try:
         send_command(address, "status", timeout=1.0)
         return True

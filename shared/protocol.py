@@ -9,10 +9,11 @@ Nothing else in the project builds or parses frames: call `encode(message)` and 
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from operator import attrgetter
-from typing import Any, ClassVar, Sequence, Union, get_args
+from typing import Any, Callable, ClassVar, Sequence, Union, get_args, get_origin, get_type_hints
 
 import msgpack
 import numpy as np
@@ -171,7 +172,7 @@ class StoredDocument:
     mimetype: str
     file_data: bytes
     sentence_count: int
-    results: bytes  # the stored form of the answer (encode_results in gateway/documents/library.py)
+    results: bytes  # the stored form of the answer (encode_results in gateway/documents/results_blob.py)
     ip_address: str | None = None
     request_time: float | None = None  # Unix seconds
     response_time: float | None = None
@@ -196,36 +197,117 @@ class Ack:
     committed: int
 
 
+@dataclass(frozen=True, slots=True)
+class RegisteredWorker:
+    """A worker as a gateway's broker holds it (the gateway's STATUS lists them; `status` shows them)."""
+
+    identity: str
+    model: str
+    pid: int
+    threads: int
+    in_flight: int
+    leaving: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchState:
+    """A model's search index as a gateway has loaded it."""
+
+    model: str
+    generation: int  # 0: no index saved yet
+    indexed: int  # rows in the loaded generation
+    kind: str  # "exact" or "ivf"; "" without a generation
+    tail: int  # recent rows held beside it until a generation covers them
+    complete: bool  # False while rows exist that neither the generation nor the tail holds (searches answer 503)
+
+
 @dataclass(frozen=True)
 class Status:
-    """Any child → supervisor's event socket: who I am, my state and my counters. Sent every second."""
+    """Any child → supervisor's event socket: who I am, my state and my counters. Sent every second.
+
+    The fields after `counters` belong to one role each and keep their defaults in the others' reports.
+    """
 
     KIND: ClassVar[Kind] = Kind.STATUS
-    role: str
+    role: str  # "gateway", "writer" or "worker"
     pid: int
-    state: str
+    state: str  # "ready", "leaving" or "failed"
     model: str = ""
     worker_id: int = 0
     counters: dict[str, int] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # a worker in state "failed": why its model cannot be served here
+    mapped_from: str = ""  # a worker: the model file it was given
+    weight_repack: bool | None = None  # a worker: how it loaded the weights (LLAMA_WEIGHT_REPACK)
+    workers: list[RegisteredWorker] = field(default_factory=list)  # a gateway: the workers registered with it
+    queues: dict[str, int] = field(default_factory=dict)  # a gateway: requests waiting for a worker, per model
+    search: list[SearchState] = field(default_factory=list)  # a gateway: its search indexes
 
 
 @dataclass(frozen=True)
 class Control:
-    """CLI → supervisor's control socket."""
+    """CLI or gateway → supervisor's control socket: one of the commands `Supervisor._command` knows."""
 
     KIND: ClassVar[Kind] = Kind.CONTROL
-    command: str
+    command: str  # "status", "stop", "scale", "health" or "ramdisk"
     arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelHealth:
+    """A served model as the supervisor knows it: the facts behind every 503 and `/ready` reason
+    (shared/model_health.py turns them into words)."""
+
+    model: str
+    desired: int  # workers the operator asked for
+    ready: int  # workers serving
+    starting: int  # workers alive, loading or running their canary
+    failed_reason: str = ""  # set when the model cannot run here; only `scale` tries again
+    deaths: int = 0  # worker deaths in the current backoff streak, over all the model's slots
+    streak_seconds: float = 0.0  # from the first of those deaths to now
+    last_exit: str = ""  # how the last one ended: "killed by SIGSEGV"
+    next_restart_in: float | None = None  # the soonest restart of a slot that waits out its backoff
+
+
+@dataclass(frozen=True, slots=True)
+class RamdiskWorker:
+    """Where one worker's model comes from, as the supervisor's `ramdisk` command reports it."""
+
+    model: str
+    worker_id: int
+    pid: int
+    given: str  # the path the worker was started with
+    mapped_from: str  # what /proc/<pid>/maps shows ("" before it has loaded)
+    stopping: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RamdiskState:
+    """The supervisor's RAM-disk state: the answer to every `ramdisk` command."""
+
+    enabled: bool  # USE_RAMDISK
+    path: str
+    clearing: bool  # workers are moving to the files on disk; unmounted once none maps from the RAM disk
+    settled: bool  # every worker maps the file its model is meant to be served from now, nothing pending
+    last_error: str
+    last_result: str
+    model_paths: dict[str, str]  # the file new workers of each model get
+    disk_paths: dict[str, str]  # the installed files
+    workers: list[RamdiskWorker]
 
 
 @dataclass(frozen=True)
 class ControlReply:
-    """Supervisor → CLI. `error` is empty on success."""
+    """Supervisor → CLI or gateway. `error` is empty on success; the other fields answer one command each.
+
+    `data` answers `status`, `stop` and `scale`: reports the CLI prints as JSON for an operator (and tests read
+    by key), so they stay documents rather than structs.
+    """
 
     KIND: ClassVar[Kind] = Kind.CONTROL_REPLY
     data: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    health: list[ModelHealth] = field(default_factory=list)  # `health`
+    ramdisk: RamdiskState | None = None  # `ramdisk`
 
 
 @dataclass(frozen=True)
@@ -263,37 +345,106 @@ Message = Union[
 ]
 _BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
 # Field names per message type, read once: dataclasses.asdict deep-copies every list (a request's texts, a
-# write's rows) and measured as 8% of the gateway's CPU per request; the messages hold no nested dataclasses.
+# write's rows) and measured as 8% of the gateway's CPU per request.
 _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in _BY_KIND.values()}
 _EMPTY = msgpack.packb({})
-_ROW_VALUES = attrgetter(*(f.name for f in fields(EmbeddingRow)))
-_DOCUMENT_VALUES = attrgetter(*(f.name for f in fields(StoredDocument)))
+
+# Structs inside messages travel as msgpack arrays in field order: no key names repeated per row.
+_STRUCTS = (EmbeddingRow, StoredDocument, RegisteredWorker, SearchState, ModelHealth, RamdiskWorker, RamdiskState)
+
+
+@dataclass(frozen=True)
+class _Nested:
+    """A field whose value is a struct, a list of structs or an optional struct: how it packs and unpacks."""
+
+    name: str
+    pack: Callable[[Any], Any]
+    unpack: Callable[[Any], Any]
+
+
+def _nested_fields(cls: type) -> tuple[_Nested, ...]:
+    """The struct-valued fields of `cls`, read from its type hints."""
+    nested = []
+    for name, hint in get_type_hints(cls).items():
+        if name == "KIND":
+            continue
+        args = get_args(hint)
+        if hint in _STRUCTS:
+            nested.append(_Nested(name, _packer(hint), _unpacker(hint)))
+        elif get_origin(hint) is list and args[0] in _STRUCTS:
+            nested.append(_Nested(name, *_each(_packer(args[0]), _unpacker(args[0]))))
+        elif get_origin(hint) in (Union, types.UnionType) and type(None) in args and args[0] in _STRUCTS:
+            nested.append(_Nested(name, *_optional(_packer(args[0]), _unpacker(args[0]))))
+    return tuple(nested)
+
+
+Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]
+
+
+def _each(pack: Callable[[Any], Any], unpack: Callable[[Any], Any]) -> Codec:
+    return (lambda values: [pack(value) for value in values]), (lambda arrays: [unpack(array) for array in arrays])
+
+
+def _optional(pack: Callable[[Any], Any], unpack: Callable[[Any], Any]) -> Codec:
+    return ((lambda value: None if value is None else pack(value)),
+            (lambda array: None if array is None else unpack(array)))
+
+
+def _packer(struct: type) -> Callable[[Any], Any]:
+    values = attrgetter(*(f.name for f in fields(struct)))
+    inner = _nested_fields(struct)
+    if not inner:
+        return values
+    positions = {f.name: i for i, f in enumerate(fields(struct))}
+
+    def pack(value: Any) -> list[Any]:
+        array = list(values(value))
+        for nested in inner:
+            array[positions[nested.name]] = nested.pack(array[positions[nested.name]])
+        return array
+    return pack
+
+
+def _unpacker(struct: type) -> Callable[[Any], Any]:
+    inner = _nested_fields(struct)
+    if not inner:
+        return lambda array: struct(*array)
+    positions = {f.name: i for i, f in enumerate(fields(struct))}
+
+    def unpack(array: list[Any]) -> Any:
+        array = list(array)
+        for nested in inner:
+            array[positions[nested.name]] = nested.unpack(array[positions[nested.name]])
+        return struct(*array)
+    return unpack
+
+
+_NESTED: dict[type, tuple[_Nested, ...]] = {cls: _nested_fields(cls) for cls in _BY_KIND.values()}
+_pack_row = _packer(EmbeddingRow)
 
 
 def pack_rows(rows: list[EmbeddingRow]) -> list[tuple[Any, ...]]:
     """Rows as msgpack-ready arrays in field order (also the gateway's journal format)."""
-    return [_ROW_VALUES(row) for row in rows]
+    return [_pack_row(row) for row in rows]
 
 
 def unpack_rows(arrays: list[list[Any]]) -> list[EmbeddingRow]:
+    """The rows `pack_rows` packed."""
     return [EmbeddingRow(*values) for values in arrays]
 
 
 def _header(message: Message) -> dict[str, Any]:
     values = {name: getattr(message, name) for name in _FIELDS[type(message)]}
-    if isinstance(message, (Write, DocumentWrite)):
-        values["rows"] = pack_rows(message.rows)
-    if isinstance(message, DocumentWrite):
-        values["document"] = _DOCUMENT_VALUES(message.document)
+    for nested in _NESTED[type(message)]:
+        values[nested.name] = nested.pack(values[nested.name])
     return values
 
 
 def _from_header(cls: type, header: dict[str, Any]) -> Message:
     known = {k: v for k, v in header.items() if k in _FIELDS[cls]}
-    if cls is Write or cls is DocumentWrite:
-        known["rows"] = unpack_rows(known["rows"])
-    if cls is DocumentWrite:
-        known["document"] = StoredDocument(*known["document"])
+    for nested in _NESTED[cls]:
+        if nested.name in known:
+            known[nested.name] = nested.unpack(known[nested.name])
     return cls(**known)
 
 

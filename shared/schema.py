@@ -78,7 +78,7 @@ document_embeddings = Table(
     Column("model_name", String, nullable=False),
     Column("file_data", LargeBinary),
     # The original's name; the value is zlib-compressed JSON of the kept sentences in order (see
-    # gateway/documents/library.py): with their `embeddings` rows that regenerates the answer in any orient.
+    # gateway/documents/results_blob.py): with their `embeddings` rows that regenerates the answer in any orient.
     Column("document_embedding_results_json", LargeBinary),
     Column("ip_address", String),
     Column("request_time", DateTime),

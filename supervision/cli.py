@@ -73,7 +73,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
             print(f"the supervisor exited during start-up; see {settings.log_dir / 'supervisor.out'}", file=sys.stderr)
             return 1
         try:
-            status = send_command(settings.control_address, "status", timeout=1.0)
+            status = send_command(settings.control_address, "status", timeout=1.0).data
         except NotRunning:
             time.sleep(0.2)
             continue
@@ -105,7 +105,7 @@ def _run(settings: Settings, foreground: bool) -> int:
 
 def cmd_stop(settings: Settings, _args: argparse.Namespace) -> int:
     try:
-        reply = send_command(settings.control_address, "stop")
+        reply = send_command(settings.control_address, "stop").data
     except NotRunning:
         print(f"not running for DATA_DIR {settings.data_dir}")
         return 0
@@ -124,7 +124,7 @@ def cmd_stop(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        status = send_command(settings.control_address, "status")
+        status = send_command(settings.control_address, "status").data
     except NotRunning as exc:
         print(exc, file=sys.stderr)
         return 3
@@ -156,7 +156,7 @@ def _last_exit(row: dict[str, Any]) -> str:
 
 def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        reply = send_command(settings.control_address, "scale", {"model": args.model, "count": args.count})
+        reply = send_command(settings.control_address, "scale", {"model": args.model, "count": args.count}).data
     except (NotRunning, CommandFailed) as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -13,15 +13,14 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import psutil
 import zmq
 
 from shared.lifecycle import describe_exit
-from shared.model_health import ModelHealth
-from shared.protocol import EXIT_MODEL_UNUSABLE, Control, ControlReply, ProtocolError, Status, decode, encode
+from shared.protocol import EXIT_MODEL_UNUSABLE, Control, ControlReply, ModelHealth, ProtocolError, Status, decode, encode
 from shared.settings import Settings
 from supervision.allotment import AllotmentError, threads_per_worker
 from supervision.backoff import BackoffPolicy, RestartHistory
@@ -104,7 +103,7 @@ class Supervisor:
                     if child.spec.role in ("writer", "gateway"):
                         child.ready = message.state == "ready"
             if message.role == "gateway":
-                registered = {w["pid"] for w in message.detail.get("workers", []) if not w.get("leaving")}
+                registered = {worker.pid for worker in message.workers if not worker.leaving}
                 for child in self._children:
                     if child.spec.role == "worker" and child.pid in registered:
                         child.ready = True
@@ -153,7 +152,7 @@ class Supervisor:
 
     def _mark_failed(self, child: Child) -> None:
         status = child.status
-        reason = str(status.detail.get("reason", "")) if status is not None and status.state == "failed" else ""
+        reason = status.reason if status is not None and status.state == "failed" else ""
         self._failed_models[child.spec.model] = reason or (
             f"its worker found no way to load it (see logs/worker-{child.spec.model}-{child.spec.worker_id}.log)")
         log.error("model %s failed: %s; `supervisor.py scale %s N` tries again", child.spec.model,
@@ -245,9 +244,9 @@ class Supervisor:
             log.info("scale %s: %d -> %d workers", model, previous, count)
             return ControlReply(data={"model": model, "count": count, "threads_per_worker": self._allot()})
         if request.command == "health":
-            return ControlReply(data={"models": [health.as_dict() for health in self.model_health()]})
+            return ControlReply(health=self.model_health())
         if request.command == "ramdisk":
-            return ControlReply(data=self._ramdisk.command(request.arguments, self._children))
+            return ControlReply(ramdisk=self._ramdisk.command(request.arguments, self._children))
         raise ValueError(f"unknown command {request.command!r}")
 
     def status(self) -> dict[str, Any]:
@@ -255,7 +254,7 @@ class Supervisor:
         rows = []
         for child in self._children:
             counters = child.status.counters if child.status else {}
-            detail = child.status.detail if child.status else {}
+            status = child.status
             try:
                 rss = psutil.Process(child.pid).memory_info().rss
             except psutil.Error:
@@ -267,9 +266,11 @@ class Supervisor:
                          "requests": counters.get("requests", 0), "texts": counters.get("texts", 0),
                          "counters": counters,
                          # the kernel's word (/proc/<pid>/maps) over the worker's own report
-                         "mapped_from": (mapped_files(child.pid) or [detail.get("mapped_from", "")])[0],
-                         "weight_repack": detail.get("weight_repack"),
-                         "workers": detail.get("workers", []), **self._history_fields(child.spec.slot_key, now)})
+                         "mapped_from": (mapped_files(child.pid) or [status.mapped_from if status else ""])[0],
+                         "weight_repack": status.weight_repack if status else None,
+                         "workers": [asdict(worker) for worker in status.workers] if status else [],
+                         "search": [asdict(index) for index in status.search] if status else [],
+                         **self._history_fields(child.spec.slot_key, now)})
         ready = bool(rows) and all(r["state"] == "ready" for r in rows) and all(
             sum(1 for r in rows if r["model"] == model and r["state"] == "ready") >= count
             for model, count in self._desired.workers.items() if model not in self._failed_models)

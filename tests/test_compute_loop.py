@@ -4,16 +4,18 @@ with the requests they hit."""
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
-from shared.protocol import Cancel, Embed, Failure, Result, decode, encode
-from workers.embedder.compute import STOP, ComputeLoop
+from shared.protocol import Cancel, Embed, Failure, Result, decode
+from workers.embedder.compute import ComputeLoop, Finished, Inbox
 
 _PIPES = itertools.count()
 
@@ -49,69 +51,88 @@ class GatedEngine(FakeEngine):
         return super().embed(sequences)
 
 
+@dataclass
+class Pipes:
+    """The I/O thread's ends: the compute thread's inbox, and the socket its answers come back on."""
+
+    inbox: Inbox
+    answers: zmq.Socket
+
+
 @contextmanager
-def compute_thread(engine: FakeEngine, token_budget: int) -> Iterator[zmq.Socket]:
-    """A running compute loop and the I/O thread's end of its pipe; stopped and closed afterwards."""
+def compute_thread(engine: FakeEngine, token_budget: int) -> Iterator[Pipes]:
+    """A running compute loop and the I/O thread's ends of its pipes; stopped and closed afterwards."""
     context = zmq.Context()
     address = f"inproc://compute-test-{next(_PIPES)}"
     ours, theirs = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
     ours.bind(address)
     theirs.connect(address)
-    loop = ComputeLoop(engine, theirs, token_budget)  # type: ignore[arg-type]
+    inbox: Inbox = queue.SimpleQueue()
+    loop = ComputeLoop(engine, inbox, theirs, token_budget)  # type: ignore[arg-type]
     thread = threading.Thread(target=loop.run, args=(0.0,), daemon=True)
     thread.start()
     try:
-        yield ours
+        yield Pipes(inbox, ours)
         assert thread.is_alive()
     finally:
-        ours.send_multipart(STOP)
+        inbox.put(None)
         thread.join(timeout=5)
         ours.close(linger=0)
         context.term()
 
 
-def _answers(socket: zmq.Socket, count: int) -> dict[int, object]:
+def _answers(pipes: Pipes, count: int) -> dict[int, object]:
     answers: dict[int, object] = {}
     while len(answers) < count:
-        assert socket.poll(5000), f"no answer; got {answers}"
-        message = decode(socket.recv_multipart())
+        assert pipes.answers.poll(5000), f"no answer; got {answers}"
+        envelope, *frames = pipes.answers.recv_multipart()
+        message = decode(frames)
+        assert Finished.unpack(envelope).request_id == message.request_id  # type: ignore[union-attr]
         answers[message.request_id] = message  # type: ignore[union-attr]
     return answers
 
 
+def test_the_finished_frame_counts_the_texts_and_tokens_of_a_result() -> None:
+    with compute_thread(FakeEngine(), 64) as pipes:
+        pipes.inbox.put(Embed(request_id=9, texts=["ab", "cde"]))
+        assert pipes.answers.poll(5000)
+        envelope, *_ = pipes.answers.recv_multipart()
+        assert Finished.unpack(envelope) == Finished(request_id=9, texts=2, tokens=5)
+
+
 def test_a_failed_llama_call_fails_its_requests_and_the_others_are_answered() -> None:
     # A token budget of 4 puts "boom" in a call of its own, so only request 2 meets the failure.
-    with compute_thread(FakeEngine(), 4) as pipe:
+    with compute_thread(FakeEngine(), 4) as pipes:
         for request_id, text in ((1, "fine"), (2, "boom"), (3, "also")):
-            pipe.send_multipart(encode(Embed(request_id=request_id, texts=[text])))
-        answers = _answers(pipe, 3)
+            pipes.inbox.put(Embed(request_id=request_id, texts=[text]))
+        answers = _answers(pipes, 3)
         assert isinstance(answers[2], Failure) and "decode failed" in answers[2].reason
         assert isinstance(answers[1], Result) and isinstance(answers[3], Result)
 
 
 def test_a_request_arriving_during_a_call_shares_the_next_call_with_queued_texts() -> None:
     engine = GatedEngine()
-    with compute_thread(engine, 2) as pipe:  # one-character texts: two per call
-        pipe.send_multipart(encode(Embed(request_id=1, texts=["a", "b", "c"])))
+    with compute_thread(engine, 2) as pipes:  # one-character texts: two per call
+        pipes.inbox.put(Embed(request_id=1, texts=["a", "b", "c"]))
         assert engine.in_first_call.wait(5)
-        pipe.send_multipart(encode(Embed(request_id=2, texts=["d"])))
+        pipes.inbox.put(Embed(request_id=2, texts=["d"]))
         time.sleep(0.05)  # let the message reach the loop's socket before the call ends
         engine.release.set()
-        answers = _answers(pipe, 2)
+        answers = _answers(pipes, 2)
         assert all(isinstance(answer, Result) for answer in answers.values())
         assert engine.calls == [["a", "b"], ["c", "d"]]
 
 
 def test_a_cancelled_request_gets_no_answer_and_its_queued_texts_are_not_computed() -> None:
     engine = GatedEngine()
-    with compute_thread(engine, 1) as pipe:
-        pipe.send_multipart(encode(Embed(request_id=1, texts=["a"])))
+    with compute_thread(engine, 1) as pipes:
+        pipes.inbox.put(Embed(request_id=1, texts=["a"]))
         assert engine.in_first_call.wait(5)
-        pipe.send_multipart(encode(Embed(request_id=2, texts=["x", "y"])))
-        pipe.send_multipart(encode(Cancel(request_id=2)))
-        pipe.send_multipart(encode(Embed(request_id=3, texts=["z"])))
+        pipes.inbox.put(Embed(request_id=2, texts=["x", "y"]))
+        pipes.inbox.put(Cancel(request_id=2))
+        pipes.inbox.put(Embed(request_id=3, texts=["z"]))
         time.sleep(0.05)
         engine.release.set()
-        assert set(_answers(pipe, 2)) == {1, 3}
-        assert not pipe.poll(200)
+        assert set(_answers(pipes, 2)) == {1, 3}
+        assert not pipes.answers.poll(200)
         assert engine.calls == [["a"], ["z"]]

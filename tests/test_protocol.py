@@ -22,12 +22,17 @@ from shared.protocol import (
     Heartbeat,
     Kind,
     Message,
+    ModelHealth,
     Ping,
     Pong,
     ProtocolError,
+    RamdiskState,
+    RamdiskWorker,
     Ready,
+    RegisteredWorker,
     Reregister,
     Result,
+    SearchState,
     Status,
     StoredDocument,
     Write,
@@ -47,14 +52,27 @@ MESSAGES = [
     Reregister(),
     Write(batch_id=3, rows=[EmbeddingRow("x", "h", "m", b"\x00\x01", 1, ip_address="127.0.0.1", request_time=1.5)]),
     Ack(batch_id=3, committed=1),
-    Status(role="worker", pid=5, state="ready", model="m", worker_id=1, counters={"texts": 2}),
+    Status(role="worker", pid=5, state="ready", model="m", worker_id=1, counters={"texts": 2}, mapped_from="/m.gguf",
+           weight_repack=False),
+    GATEWAY_STATUS := Status(role="gateway", pid=6, state="ready", workers=[RegisteredWorker("m/1/5", "m", 5, 1, 0, False)],
+                             queues={"m": 3}, search=[SearchState("m", 2, 10, "exact", 1, True)]),
     Control(command="scale", arguments={"model": "m", "count": 2}),
     ControlReply(data={"ok": True}),
+    ControlReply(health=[ModelHealth("m", desired=1, ready=0, starting=1, next_restart_in=2.5)]),
+    ControlReply(ramdisk=RamdiskState(True, "/mnt/r", False, True, "", "unmounted", {"m": "/mnt/r/m.gguf"},
+                                      {"m": "/d/m.gguf"}, [RamdiskWorker("m", 1, 5, "/d/m.gguf", "/d/m.gguf", False)])),
     DocumentWrite(batch_id=4, document=StoredDocument("f", "m", "a.pdf", "application/pdf", b"%PDF", 1, b"r"),
                   rows=[EmbeddingRow("s", "h", "m", b"\x00", 1, document_id=None)], text_hashes=["h"]),
     Ping(),
     Pong(),
 ]
+
+
+def test_struct_fields_travel_as_arrays_not_maps() -> None:
+    frames = encode(GATEWAY_STATUS)
+    header = msgpack.unpackb(frames[1])
+    assert header["workers"] == [["m/1/5", "m", 5, 1, 0, False]]
+    assert header["search"] == [["m", 2, 10, "exact", 1, True]]
 
 
 def test_the_examples_cover_every_message_type_but_result() -> None:

@@ -9,10 +9,11 @@ from typing import Awaitable, Callable
 import numpy as np
 import pytest
 
+from gateway.database import ReadOnlyDatabase
 from gateway.errors import Unavailable
 from gateway.search.indexes import SearchIndexes
 from shared.index_manifest import model_index_dir
-from shared.protocol import EmbeddingRow
+from shared.protocol import EmbeddingRow, SearchState
 from shared.schema import text_hash
 from shared.settings import Settings, load_settings
 from workers.writer.index_source import EmbeddingSource
@@ -61,14 +62,21 @@ def computed(search: SearchIndexes, rows: dict[str, np.ndarray]) -> None:
 
 def run(settings: Settings, body: Callable[[SearchIndexes], Awaitable[None]]) -> None:
     async def main() -> None:
-        search = SearchIndexes(settings, (MODEL,))
+        database = ReadOnlyDatabase(settings.database_path)
+        search = SearchIndexes(settings, (MODEL,), database)
         await search.start()
         try:
             await body(search)
         finally:
             await search.stop()
+            database.close()
 
     asyncio.run(main())
+
+
+def state_of(search: SearchIndexes) -> SearchState:
+    [state] = search.states()
+    return state
 
 
 async def texts_found(search: SearchIndexes, query: np.ndarray, k: int = 10, exclude: str = "") -> list[str]:
@@ -124,9 +132,9 @@ def test_a_new_generation_replaces_the_tail_rows_it_covers(settings: Settings) -
         save_index(settings)
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if search.snapshot()[MODEL]["generation"]:
+            if state_of(search).generation:
                 break
-        assert search.snapshot()[MODEL] == {"generation": 1, "indexed": 2, "kind": "exact", "tail": 0, "complete": True}
+        assert state_of(search) == SearchState(MODEL, generation=1, indexed=2, kind="exact", tail=0, complete=True)
         assert sorted(await texts_found(search, unit(1))) == ["first", "second"]
 
     run(settings, body)
@@ -150,7 +158,7 @@ def test_more_unindexed_rows_than_the_tail_holds_answer_503_until_the_index_cove
         save_index(settings)
         for _ in range(100):
             await asyncio.sleep(0.02)
-            if search.snapshot()[MODEL]["complete"]:
+            if state_of(search).complete:
                 break
         assert len(await texts_found(search, unit(1), k=3)) == 3
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from gateway.broker import Broker
-from gateway.documents.library import DocumentLibrary, encode_results
+from gateway.database import ReadOnlyDatabase
+from gateway.documents.results_blob import encode_results
 from gateway.documents.sentences import SentenceSplitter
 from gateway.documents.sniffing import Sniffed, sniff
 from gateway.documents.text_extraction import decode_text, pdf_text
@@ -48,19 +49,22 @@ class EmbeddedDocument:
 
 
 class DocumentService:
-    def __init__(self, settings: Settings, embeddings: EmbeddingService, writer: WriterLink, broker: Broker) -> None:
+    """Uploads become embedded documents here; the document routes call `embed`."""
+
+    def __init__(self, settings: Settings, embeddings: EmbeddingService, database: ReadOnlyDatabase,
+                 writer: WriterLink, broker: Broker) -> None:
         self._settings = settings
         self._broker = broker
         self._embeddings = embeddings
+        self._database = database
         self._writer = writer
-        self.library = DocumentLibrary(settings.database_path)
 
     async def embed(self, upload: Upload, model: str, client_ip: str | None) -> EmbeddedDocument:
         """The document's sentences and vectors. Raises GatewayError subclasses (415, 422, ...) for the client."""
         started = time.time()
         file_hash = await asyncio.to_thread(lambda: hashlib.sha3_256(upload.content).hexdigest())  # 50 MB: 0.1 s
         label = f"document {file_hash[:12]} ({model})"
-        stored = await self.library.find(file_hash, model)
+        stored = await self._database.find_document(file_hash, model)
         if stored is not None:
             log.info("%s: known; answering from the store (%d sentences)", label, len(stored.sentences))
             vectors = await self._embed_in_chunks(model, stored.sentences, client_ip, label, computed_rows=None)
@@ -135,9 +139,6 @@ class DocumentService:
             "minimum_sentence_length": self._settings.minimum_string_length_for_document_embedding,
             "from_store": from_store,
         }
-
-    def close(self) -> None:
-        self.library.close()
 
 
 class _Progress:

@@ -43,7 +43,7 @@ async def get_all_embeddings_for_document(request: Request) -> Response:
 async def get_all_stored_documents_with_embeddings(request: Request) -> Response:
     offset = query_int(request, "offset", 0) or 0
     limit = query_int(request, "limit", None, minimum=1)
-    filenames = await services(request).documents.library.filenames(offset, limit)
+    filenames = await services(request).database.document_filenames(offset, limit)
     return JSONResponse({"documents": filenames})
 
 

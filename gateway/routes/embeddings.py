@@ -50,7 +50,7 @@ async def get_list_of_available_model_names(request: Request) -> Response:
 async def get_all_stored_strings(request: Request) -> Response:
     offset = query_int(request, "offset", 0) or 0
     limit = query_int(request, "limit", None, minimum=1)
-    strings = await services(request).cache.stored_strings(offset, limit)
+    strings = await services(request).database.stored_strings(offset, limit)
     return JSONResponse({"strings": strings})
 
 

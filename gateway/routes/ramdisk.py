@@ -8,8 +8,6 @@ answer comes when that is done, so a client that gets 200 knows the memory is fr
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -18,10 +16,9 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import GatewayError, GatewayTimeout, Unavailable
 from gateway.openapi import Endpoint
 from gateway.state import services
-from shared.control_client import CommandFailed, NotRunning, send_command
-from shared.settings import Settings
+from shared import control_client
+from shared.control_client import CommandFailed, NotRunning
 
-_POLL_SECONDS = 0.3
 DISABLED_MESSAGE = "RAM Disk usage is disabled."  # the original service's words
 CLEARED_MESSAGE = "RAM Disk cleared successfully."
 
@@ -35,26 +32,20 @@ async def clear_ramdisk(request: Request) -> Response:
     settings = services(request).settings
     if not settings.use_ramdisk:
         return JSONResponse({"message": DISABLED_MESSAGE, "detail": "USE_RAMDISK=false"})
-    await _ask(settings, "clear")
-    deadline = time.monotonic() + settings.startup_timeout_seconds + settings.stop_timeout_seconds
-    while (state := await _ask(settings, "status"))["clearing"]:
-        if time.monotonic() > deadline:
-            raise GatewayTimeout("the workers did not leave the RAM disk within STARTUP_TIMEOUT_SECONDS + "
-                                 "STOP_TIMEOUT_SECONDS; `supervisor.py ramdisk status` shows where they are")
-        await asyncio.sleep(_POLL_SECONDS)
-    if state["last_error"]:
-        raise GatewayError(state["last_error"])
-    return JSONResponse({"message": CLEARED_MESSAGE, "detail": state["last_result"]})
-
-
-async def _ask(settings: Settings, action: str) -> dict[str, Any]:
+    within = settings.startup_timeout_seconds + settings.stop_timeout_seconds
     try:
-        # send_command blocks (a REQ socket with a timeout): keep it off the event loop.
-        return await asyncio.to_thread(send_command, settings.control_address, "ramdisk", {"action": action})
+        # The control client blocks (REQ sockets with a timeout, then polling): keep it off the event loop.
+        state = await asyncio.to_thread(control_client.clear_ramdisk, settings.control_address, within)
     except NotRunning as exc:
         raise Unavailable(f"the supervisor did not answer: {exc}") from exc
     except CommandFailed as exc:
         raise GatewayError(str(exc)) from exc
+    if state is None:
+        raise GatewayTimeout("the workers did not leave the RAM disk within STARTUP_TIMEOUT_SECONDS + "
+                             "STOP_TIMEOUT_SECONDS; `supervisor.py ramdisk status` shows where they are")
+    if state.last_error:
+        raise GatewayError(state.last_error)
+    return JSONResponse({"message": CLEARED_MESSAGE, "detail": state.last_result})
 
 
 ENDPOINTS = [

@@ -20,10 +20,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from gateway.database import ReadOnlyDatabase, StoredRow
 from gateway.errors import Unavailable
-from gateway.search.store import SearchStore, StoredRow
 from gateway.search.tail import Tail, TailView
 from shared.index_manifest import MANIFEST_NAME, IndexManifest, model_index_dir, read_manifest
+from shared.protocol import SearchState
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,12 @@ class _Refresh:
 
 
 class SearchIndexes:
-    def __init__(self, settings: Settings, models: tuple[str, ...]) -> None:
+    def __init__(self, settings: Settings, models: tuple[str, ...], database: ReadOnlyDatabase) -> None:
         self._root = settings.index_dir
         self._poll_seconds = settings.search_index_poll_ms / 1000
         self._tail_capacity = settings.search_tail_max_rows
         self._nprobe = settings.search_ivf_nprobe
-        self._store = SearchStore(settings.database_path)
+        self._database = database
         self._models = {model: ModelSearch(Tail(self._tail_capacity)) for model in models}
         self._task: asyncio.Task[None] | None = None
 
@@ -82,7 +83,6 @@ class SearchIndexes:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._store.close()
 
     def rows_computed(self, model: str, texts: list[str], hashes: list[str], vectors: np.ndarray) -> None:
         """EmbeddingService calls this with every vector it has just computed, before returning it."""
@@ -96,15 +96,14 @@ class SearchIndexes:
                         model, len(state.tail))
             state.complete = False
 
-    def snapshot(self) -> dict[str, dict[str, object]]:
-        """Per model: the loaded generation, its size and kind, and the tail's size (for status and tests)."""
-        result: dict[str, dict[str, object]] = {}
+    def states(self) -> list[SearchState]:
+        """Each model's loaded generation, its size and kind, and the tail's size (the gateway's STATUS)."""
+        result = []
         for model, state in self._models.items():
             manifest = state.generation.manifest if state.generation else None
-            result[model] = {"generation": manifest.generation if manifest else 0,
-                             "indexed": manifest.count if manifest else 0,
-                             "kind": manifest.kind if manifest else "", "tail": len(state.tail),
-                             "complete": state.complete}
+            result.append(SearchState(model=model, generation=manifest.generation if manifest else 0,
+                                      indexed=manifest.count if manifest else 0, kind=manifest.kind if manifest else "",
+                                      tail=len(state.tail), complete=state.complete))
         return result
 
     async def search(self, model: str, vector: np.ndarray, k: int, exclude_text: str) -> list[Hit]:
@@ -126,7 +125,7 @@ class SearchIndexes:
         best: dict[str, float] = {}
         if generation is not None and generation.manifest.count:
             ids, scores = generation.search(vector, wanted)
-            texts = self._store.texts([int(i) for i in ids])
+            texts = self._database.texts([int(i) for i in ids])
             for row_id, score in zip(ids, scores):
                 text = texts.get(int(row_id))
                 if text is not None:
@@ -189,8 +188,8 @@ class SearchIndexes:
                 index.nprobe = self._nprobe
             generation = Generation(manifest, index)
         covered = generation.manifest.rows_covered if generation else 0
-        found_ids = self._store.ids(model, unidentified) if unidentified else {}
-        seeded = self._store.rows_after(model, covered, self._tail_capacity + 1) if seed else None
+        found_ids = self._database.row_ids(model, unidentified) if unidentified else {}
+        seeded = self._database.rows_after(model, covered, self._tail_capacity + 1) if seed else None
         return _Refresh(generation, found_ids, seeded)
 
 

@@ -11,12 +11,13 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from shared.control_client import CommandFailed, NotRunning, send_command
+from shared.control_client import CommandFailed, NotRunning, clear_ramdisk, ramdisk_action, send_command, wait_for_ramdisk
+from shared.protocol import RamdiskState
 from shared.settings import Settings
 from supervision.ramdisk import operations
 from supervision.ramdisk.operations import RamDiskRefused, RamDiskUnavailable
@@ -24,7 +25,6 @@ from supervision.ramdisk.tmpfs import TmpfsError
 from supervision.supervisor import Desired
 
 log = logging.getLogger("supervisor")
-_POLL_SECONDS = 0.3
 
 
 def check_before_start(settings: Settings, desired: Desired) -> None:
@@ -76,7 +76,8 @@ def cmd_ramdisk(settings: Settings, args: argparse.Namespace, desired_now: Calla
 
 def _status(settings: Settings, as_json: bool) -> int:
     info = operations.describe(settings)
-    info["service"] = _ask(settings, "status")
+    service = _ask(settings, "status")
+    info["service"] = asdict(service) if service is not None else None
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
@@ -91,20 +92,19 @@ def _status(settings: Settings, as_json: bool) -> int:
         for file in mount["files"]:
             print(f"  {file['name']}  {_mb(file['size_bytes'])} MB")
     print(f"rights to mount: {info['rights'] or 'none: ' + info['rights_reason']}")
-    service = info["service"]
     if service is None:
         print("service: not running")
     else:
-        if service["clearing"]:
+        if service.clearing:
             print("service: clearing (workers are moving to the files on disk)")
-        for line in (service["last_result"], service["last_error"]):
+        for line in (service.last_result, service.last_error):
             if line:
                 print(f"service: {line}")
         print(f"{'WORKER':28} {'PID':>7}  MAPPED FROM")
-        for worker in service["workers"]:
-            where = " (RAM disk)" if Path(worker["mapped_from"] or "/").is_relative_to(info["path"]) else ""
-            print(f"{worker['model'] + '#' + str(worker['worker_id']):28} {worker['pid']:>7}  "
-                  f"{worker['mapped_from'] or '(not loaded yet)'}{where}")
+        for worker in service.workers:
+            where = " (RAM disk)" if Path(worker.mapped_from or "/").is_relative_to(info["path"]) else ""
+            print(f"{worker.model + '#' + str(worker.worker_id):28} {worker.pid:>7}  "
+                  f"{worker.mapped_from or '(not loaded yet)'}{where}")
     if info["rights"] != "root":
         print("sudoers lines that let this user mount and unmount it (add with `visudo -f /etc/sudoers.d/llama-embeddings`):")
         for line in info["sudoers_lines"]:
@@ -118,8 +118,8 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
         return 1
     service = _ask(settings, "status")
     if service is not None:
-        disk_paths = service["disk_paths"]
-        workers = send_command(settings.control_address, "status")["desired"]
+        disk_paths = service.disk_paths
+        workers = send_command(settings.control_address, "status").data["desired"]
     else:
         desired = desired_now()
         disk_paths, workers = desired.model_paths, desired.workers
@@ -137,7 +137,7 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
     except CommandFailed as exc:
         print(exc, file=sys.stderr)
         return 1
-    if not _wait(settings, lambda state: state["settled"]):
+    if _wait(settings, lambda state: state.settled) is None:
         print("the workers did not all move to the RAM disk within STARTUP_TIMEOUT_SECONDS + STOP_TIMEOUT_SECONDS; "
               "see `supervisor.py ramdisk status`", file=sys.stderr)
         return 1
@@ -147,43 +147,47 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
 
 def _clear(settings: Settings) -> int:
     try:
-        if _ask(settings, "clear") is None:
+        final = clear_ramdisk(settings.control_address, _moving_time(settings))
+    except NotRunning:
+        try:
             print(operations.clear(settings))  # no service: nothing maps from it
-            return 0
-    except (CommandFailed, TmpfsError, OSError) as exc:
+        except (TmpfsError, OSError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return 0
+    except CommandFailed as exc:
         print(exc, file=sys.stderr)
         return 1
-    final = _wait(settings, lambda state: not state["clearing"])
     if final is None:
         print("the workers did not leave the RAM disk within STARTUP_TIMEOUT_SECONDS + STOP_TIMEOUT_SECONDS; "
               "see `supervisor.py ramdisk status`", file=sys.stderr)
         return 1
-    if final["last_error"]:
-        print(final["last_error"], file=sys.stderr)
+    if final.last_error:
+        print(final.last_error, file=sys.stderr)
         return 1
-    print(final["last_result"])
+    print(final.last_result)
     return 0
 
 
-def _ask(settings: Settings, action: str) -> dict[str, Any] | None:
+def _moving_time(settings: Settings) -> float:
+    """How long moving every worker may take: a start and a stop."""
+    return settings.startup_timeout_seconds + settings.stop_timeout_seconds
+
+
+def _ask(settings: Settings, action: str) -> RamdiskState | None:
     """The running supervisor's answer to a `ramdisk` action, or None when it is not running."""
     try:
-        return send_command(settings.control_address, "ramdisk", {"action": action})
+        return ramdisk_action(settings.control_address, action)
     except NotRunning:
         return None
 
 
-def _wait(settings: Settings, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
-    """Poll the supervisor's RAM disk state until `done`; None after the start and stop timeouts."""
-    deadline = time.monotonic() + settings.startup_timeout_seconds + settings.stop_timeout_seconds
-    while time.monotonic() < deadline:
-        state = _ask(settings, "status")
-        if state is None:
-            return None
-        if done(state):
-            return state
-        time.sleep(_POLL_SECONDS)
-    return None
+def _wait(settings: Settings, done: Callable[[RamdiskState], bool]) -> RamdiskState | None:
+    """The supervisor's RAM disk state once `done`; None after the start and stop timeouts or without a supervisor."""
+    try:
+        return wait_for_ramdisk(settings.control_address, done, _moving_time(settings))
+    except NotRunning:
+        return None
 
 
 def _mb(size: int) -> float:

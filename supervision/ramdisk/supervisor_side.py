@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.protocol import RamdiskState, RamdiskWorker
 from shared.settings import Settings
 from supervision.children import Child
 from supervision.mappings import mapped_files, maps_under
@@ -35,7 +36,7 @@ class RamDiskControl:
     last_error: str = ""
     last_result: str = ""
 
-    def command(self, arguments: dict[str, Any], children: list[Child]) -> dict[str, Any]:
+    def command(self, arguments: dict[str, Any], children: list[Child]) -> RamdiskState:
         """`ramdisk` on the control socket: {"action": "status" | "clear" | "use"}."""
         action = str(arguments.get("action", "status"))
         if action == "status":
@@ -66,18 +67,18 @@ class RamDiskControl:
             self.last_error = f"could not clear the RAM disk: {exc}"
             log.error("%s", self.last_error)
 
-    def state(self, children: list[Child]) -> dict[str, Any]:
-        workers = [{"model": c.spec.model, "worker_id": c.spec.worker_id, "pid": c.pid,
-                    "given": c.spec.model_path, "mapped_from": (mapped_files(c.pid) or [""])[0],
-                    "stopping": c.stopping_since is not None}
+    def state(self, children: list[Child]) -> RamdiskState:
+        """Where every worker's model comes from now, and what clearing or `use` has done so far."""
+        workers = [RamdiskWorker(model=c.spec.model, worker_id=c.spec.worker_id, pid=c.pid, given=c.spec.model_path,
+                                 mapped_from=(mapped_files(c.pid) or [""])[0], stopping=c.stopping_since is not None)
                    for c in children if c.spec.role == "worker"]
         # Settled: every worker maps the file its model should be served from now, and nothing is pending.
-        settled = not self.clearing and all(not w["stopping"] and w["mapped_from"] == self.model_paths[str(w["model"])]
+        settled = not self.clearing and all(not w.stopping and w.mapped_from == self.model_paths[w.model]
                                             for w in workers)
-        return {"enabled": self.settings.use_ramdisk, "path": str(self.settings.ramdisk_path),
-                "clearing": self.clearing, "settled": settled, "last_error": self.last_error,
-                "last_result": self.last_result, "model_paths": dict(self.model_paths),
-                "disk_paths": dict(self.disk_paths), "workers": workers}
+        return RamdiskState(enabled=self.settings.use_ramdisk, path=str(self.settings.ramdisk_path),
+                            clearing=self.clearing, settled=settled, last_error=self.last_error,
+                            last_result=self.last_result, model_paths=dict(self.model_paths),
+                            disk_paths=dict(self.disk_paths), workers=workers)
 
     def _use_ramdisk(self) -> None:
         if not self.settings.use_ramdisk:

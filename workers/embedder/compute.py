@@ -1,25 +1,47 @@
 """The embedding worker's compute thread: it owns the engine and feeds it from one queue of texts.
 
-Work arrives from the I/O thread over an inproc PAIR (sockets never cross threads). Between two llama.cpp
-calls the thread takes in everything that has arrived, so new requests ride in the next call (continuous
-batching, see batcher.py), and each request gets its RESULT as soon as its last text is done.
+Work arrives from the I/O thread as decoded messages on a queue (the I/O thread had to decode an EMBED to
+learn its request id, so it is decoded once). Between two llama.cpp calls the thread takes in everything that
+has arrived, so new requests ride in the next call (continuous batching, see batcher.py), and each request
+gets its RESULT as soon as its last text is done. Answers go back over an inproc PAIR (the I/O thread waits
+on ZeroMQ sockets, and sockets never cross threads), encoded once for the wire, behind a small `Finished`
+frame that tells the I/O thread what it counts, so it forwards the message without decoding it.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import struct
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
 
-from shared.protocol import Cancel, Embed, Failure, Result, decode, encode
+from shared.protocol import Cancel, Embed, Failure, Result, encode
 from workers.embedder.batcher import Item, TextQueue
 from workers.embedder.engine import Engine
 
 log = logging.getLogger(__name__)
-STOP = [b"stop"]
+Inbox = queue.SimpleQueue[Embed | Cancel | None]  # None: stop
+_FINISHED = struct.Struct("<qqq")  # request id, texts, tokens
+
+
+@dataclass(frozen=True)
+class Finished:
+    """In front of every answer on the pipe: the request it ends and, for a RESULT, what it held."""
+
+    request_id: int
+    texts: int = 0
+    tokens: int = 0
+
+    def pack(self) -> bytes:
+        return _FINISHED.pack(self.request_id, self.texts, self.tokens)
+
+    @classmethod
+    def unpack(cls, frame: bytes) -> Finished:
+        return cls(*_FINISHED.unpack(frame))
 
 
 @dataclass
@@ -30,36 +52,46 @@ class _Job:
 
 
 class ComputeLoop:
-    def __init__(self, engine: Engine, pipe: zmq.Socket, token_budget: int) -> None:
+    """Owns the engine: `run` on the compute thread until None arrives in the inbox."""
+
+    def __init__(self, engine: Engine, inbox: Inbox, pipe: zmq.Socket, token_budget: int) -> None:
         self._engine = engine
+        self._inbox = inbox
         self._pipe = pipe
         self._queue = TextQueue(token_budget, engine.max_sequences)
         self._jobs: dict[int, _Job] = {}
         self._batch_sizes: list[int] = []  # llama.cpp calls since the last RESULT, reported with the next one
 
     def run(self, window: float) -> None:
-        """Serve until the I/O thread sends STOP. `window`: how long an idle loop gathers before a call."""
+        """Serve until the I/O thread puts None in the inbox. `window`: how long an idle loop gathers before a call."""
         try:
             while True:
                 if not self._queue:
-                    if not self._take(self._pipe.recv_multipart()):
+                    if not self._take(self._inbox.get()):
                         return
                     deadline = time.monotonic() + window
-                    while (remaining := deadline - time.monotonic()) > 0 and self._pipe.poll(int(remaining * 1000) or 1):
-                        if not self._take(self._pipe.recv_multipart()):
+                    while (remaining := deadline - time.monotonic()) > 0:
+                        try:
+                            message = self._inbox.get(timeout=remaining)
+                        except queue.Empty:
+                            break
+                        if not self._take(message):
                             return
-                while self._pipe.poll(0):
-                    if not self._take(self._pipe.recv_multipart()):
+                while True:
+                    try:
+                        message = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not self._take(message):
                         return
                 self._compute(self._queue.next_group(self._jobs))
         finally:
             self._pipe.close(linger=0)
 
-    def _take(self, frames: list[bytes]) -> bool:
-        """Admit one message; False for STOP."""
-        if frames == STOP:
+    def _take(self, message: Embed | Cancel | None) -> bool:
+        """Admit one message; False for the stop mark."""
+        if message is None:
             return False
-        message = decode(frames)
         if isinstance(message, Cancel):
             self._jobs.pop(message.request_id, None)  # its queued texts are dropped by next_group
         elif isinstance(message, Embed):
@@ -111,4 +143,8 @@ class ComputeLoop:
         self._batch_sizes = []
 
     def _send(self, message: Result | Failure) -> None:
-        self._pipe.send_multipart(encode(message))
+        if isinstance(message, Result):
+            finished = Finished(message.request_id, len(message.token_counts), sum(message.token_counts))
+        else:
+            finished = Finished(message.request_id)
+        self._pipe.send_multipart([finished.pack(), *encode(message)])

@@ -1,8 +1,9 @@
 """The embedding worker's I/O thread: the one owner of its DEALER to the gateway.
 
-It registers (READY), heartbeats both ways, forwards work to the compute thread over an inproc PAIR and results
-back, and re-registers when the gateway goes silent (Paranoid Pirate). Because llama.cpp calls release the GIL,
-heartbeats keep flowing while a batch runs. Sockets never cross threads (the ZeroMQ guide's rule), hence the PAIR.
+It registers (READY), heartbeats both ways, hands work to the compute thread (decoded, on its inbox) and sends
+its answers on (as they came over an inproc PAIR, undecoded), and re-registers when the gateway goes silent
+(Paranoid Pirate). Because llama.cpp calls release the GIL, heartbeats keep flowing while a batch runs. Sockets
+never cross threads (the ZeroMQ guide's rule), hence the PAIR.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from shared.protocol import (
     Bye,
     Cancel,
     Embed,
-    Failure,
     Fatal,
     Heartbeat,
     Kind,
     ProtocolError,
     Ready,
-    Result,
+    Reregister,
     Status,
     decode,
     encode,
@@ -33,6 +33,7 @@ from shared.protocol import (
 )
 from shared.settings import Settings
 from shared.status_reporter import StatusReporter
+from workers.embedder.compute import Finished, Inbox
 from workers.embedder.engine import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class WorkerIdentity:
 
 
 def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, ready: Ready, context: zmq.Context,
-                pipe: zmq.Socket, config: EngineConfig, compute_alive: Callable[[], bool]) -> None:
+                inbox: Inbox, pipe: zmq.Socket, config: EngineConfig, compute_alive: Callable[[], bool]) -> None:
     """Serve the gateway until stopped (after BYE, once nothing is in flight) or the compute thread dies."""
     interval = settings.heartbeat_interval_seconds
     reporter = StatusReporter(context, settings.events_address)
@@ -86,26 +87,26 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
                 while dealer.poll(0):
                     frames = dealer.recv_multipart()
                     gateway_seen = time.monotonic()
-                    kind = kind_of(frames)
-                    if kind in (Kind.EMBED, Kind.CANCEL):
-                        request_id = _request_id(frames)
-                        if kind == Kind.EMBED:
-                            in_flight.add(request_id)
-                        else:
-                            in_flight.discard(request_id)
-                        pipe.send_multipart(frames)
-                    elif kind == Kind.REREGISTER:
+                    if kind_of(frames) not in (Kind.EMBED, Kind.CANCEL, Kind.REREGISTER):
+                        continue  # a heartbeat: being heard was all it had to say
+                    message = _work(frames)
+                    if isinstance(message, Embed):
+                        in_flight.add(message.request_id)
+                        inbox.put(message)
+                    elif isinstance(message, Cancel):
+                        in_flight.discard(message.request_id)
+                        inbox.put(message)
+                    else:
                         dealer.send_multipart(encode(ready))
             if pipe in events:
                 while pipe.poll(0):
-                    frames = pipe.recv_multipart()
-                    message = decode(frames)
-                    if isinstance(message, (Result, Failure)):
-                        in_flight.discard(message.request_id)
-                    if isinstance(message, Result):
+                    envelope, *frames = pipe.recv_multipart()
+                    finished = Finished.unpack(envelope)
+                    in_flight.discard(finished.request_id)
+                    if kind_of(frames) == Kind.RESULT:
                         counters["requests"] += 1
-                        counters["texts"] += len(message.token_counts)
-                        counters["tokens"] += sum(message.token_counts)
+                        counters["texts"] += finished.texts
+                        counters["tokens"] += finished.tokens
                     dealer.send_multipart(frames)
                     last_sent = time.monotonic()
             now = time.monotonic()
@@ -123,8 +124,7 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
             if now >= next_status:
                 reporter.send(Status(role="worker", pid=identity.pid, state="leaving" if leaving_since else "ready",
                                      model=identity.model, worker_id=identity.worker_id, counters=dict(counters),
-                                     detail={"mapped_from": config.model_path, "threads": ready.threads,
-                                             "weight_repack": config.weight_repack}))
+                                     mapped_from=config.model_path, weight_repack=config.weight_repack))
                 next_status = now + 1.0
     finally:
         reporter.close()
@@ -140,8 +140,8 @@ def _connect(context: zmq.Context, settings: Settings, identity: WorkerIdentity,
     return dealer
 
 
-def _request_id(frames: list[bytes]) -> int:
+def _work(frames: list[bytes]) -> Embed | Cancel | Reregister:
     message = decode(frames)
-    if not isinstance(message, (Embed, Cancel)):
-        raise ProtocolError("expected EMBED or CANCEL")
-    return message.request_id
+    if not isinstance(message, (Embed, Cancel, Reregister)):
+        raise ProtocolError(f"expected EMBED, CANCEL or REREGISTER, got {type(message).__name__}")
+    return message

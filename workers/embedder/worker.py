@@ -1,12 +1,13 @@
 """The embedding worker process: load the engine, start the compute thread, run the I/O loop on this thread.
 
 The I/O thread (io_loop.py) owns the DEALER to the gateway; the compute thread (compute.py) owns the engine;
-an inproc PAIR joins them.
+work goes to it on a queue and answers come back over an inproc PAIR.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 
@@ -16,7 +17,7 @@ from shared.lifecycle import StopFlag
 from shared.protocol import Ready, Status
 from shared.settings import Settings
 from shared.status_reporter import StatusReporter
-from workers.embedder.compute import STOP, ComputeLoop
+from workers.embedder.compute import ComputeLoop, Inbox
 from workers.embedder.engine import Engine, EngineConfig
 from workers.embedder.io_loop import WorkerIdentity, run_io_loop
 
@@ -35,7 +36,8 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
     compute_end.bind(_PIPE)
     io_end = context.socket(zmq.PAIR)
     io_end.connect(_PIPE)
-    compute_loop = ComputeLoop(engine, compute_end, config.token_budget)
+    inbox: Inbox = queue.SimpleQueue()
+    compute_loop = ComputeLoop(engine, inbox, compute_end, config.token_budget)
     compute = threading.Thread(target=compute_loop.run, args=(settings.batch_window_ms / 1000,), name="compute",
                                daemon=True)
     compute.start()
@@ -44,9 +46,9 @@ def run_embedder(settings: Settings, stop: StopFlag, identity: WorkerIdentity, c
                   threads=config.threads, vocab_size=engine.vocab_size, special_tokens=engine.special_tokens,
                   pooling=config.pooling)
     try:
-        run_io_loop(settings, stop, identity, ready, context, io_end, config, compute.is_alive)
+        run_io_loop(settings, stop, identity, ready, context, inbox, io_end, config, compute.is_alive)
     finally:
-        io_end.send_multipart(STOP)
+        inbox.put(None)
         compute.join(timeout=5)
         io_end.close(linger=0)
         context.term()
@@ -58,6 +60,6 @@ def report_unusable(settings: Settings, identity: WorkerIdentity, reason: str) -
     context = zmq.Context()
     reporter = StatusReporter(context, settings.events_address)
     reporter.send(Status(role="worker", pid=identity.pid, state="failed", model=identity.model,
-                         worker_id=identity.worker_id, detail={"reason": reason}))
+                         worker_id=identity.worker_id, reason=reason))
     reporter.close(linger_seconds=2.0)
     context.term()

@@ -1,0 +1,115 @@
+"""Every read the gateway makes of the store, over one read-only engine.
+
+The writer process is the only one that writes (workers/writer/); the gateway reads through this one object:
+the cache's stored vectors (batched on a reader thread of their own, gateway/stored_vectors.py), the stored
+strings, the stored documents, and what search needs from the rows (texts of hits, ids of recent rows, rows
+not yet indexed). The blocking methods are for search, which calls them on a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from gateway.documents.results_blob import decode_results
+from gateway.stored_vectors import DatabaseConnection, Found, StoredVectorReader
+from shared.schema import document_embeddings, embeddings, first_column_page, parameter_chunks, sqlite_engine
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """A committed row as search's tail reads it."""
+
+    id: int
+    text: str
+    text_hash: str
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class FoundDocument:
+    """A document stored before: what a re-upload of the same bytes is answered from."""
+
+    filename: str
+    mimetype: str
+    sentences: list[str]
+
+
+class ReadOnlyDatabase:
+    """The store as the gateway sees it; `close()` once, when the app stops."""
+
+    def __init__(self, database_path: Path) -> None:
+        self._engine = sqlite_engine(database_path, read_only=True)
+        # The hot lookup bypasses SQLAlchemy on a connection of its own (gateway/stored_vectors.py says why);
+        # taken from this engine, the connection keeps the shared pragmas (read-only, busy_timeout, autocommit).
+        self._vectors = StoredVectorReader(self._detached_connection)
+
+    def _detached_connection(self) -> DatabaseConnection:
+        connection = self._engine.raw_connection()
+        connection.detach()  # out of the pool: after an error the reader closes it and opens the file afresh
+        return connection
+
+    async def vectors(self, model: str, hashes: list[str]) -> Found:
+        """The stored vectors of those of `hashes` that `model` has embedded, by hash."""
+        return await self._vectors.read(model, hashes)
+
+    async def stored_strings(self, offset: int, limit: int | None) -> list[str]:
+        """Distinct stored texts of every model, in text order."""
+        query = select(embeddings.c.text).distinct().order_by(embeddings.c.text)
+        return await asyncio.to_thread(first_column_page, self._engine, query, offset, limit)
+
+    async def find_document(self, file_hash: str, model: str) -> FoundDocument | None:
+        """The stored document with these bytes embedded by this model, if any."""
+        return await asyncio.to_thread(self._find_document, file_hash, model)
+
+    def _find_document(self, file_hash: str, model: str) -> FoundDocument | None:
+        query = select(document_embeddings.c.filename, document_embeddings.c.mimetype,
+                       document_embeddings.c.document_embedding_results_json).where(
+            document_embeddings.c.file_hash == file_hash, document_embeddings.c.model_name == model)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        return FoundDocument(row.filename or "", row.mimetype or "", decode_results(row.document_embedding_results_json))
+
+    async def document_filenames(self, offset: int, limit: int | None) -> list[str]:
+        """Distinct file names of the stored documents, in the order they were first stored."""
+        first_stored = func.min(document_embeddings.c.id)
+        query = select(document_embeddings.c.filename).group_by(document_embeddings.c.filename).order_by(first_stored)
+        return await asyncio.to_thread(first_column_page, self._engine, query, offset, limit)
+
+    def texts(self, ids: list[int]) -> dict[int, str]:
+        """The text of each row id (one query for any usual k). Blocking."""
+        found: dict[int, str] = {}
+        with self._engine.connect() as connection:
+            for chunk in parameter_chunks(ids):
+                query = select(embeddings.c.id, embeddings.c.text).where(embeddings.c.id.in_(chunk))
+                found.update((row_id, text) for row_id, text in connection.execute(query))
+        return found
+
+    def row_ids(self, model: str, hashes: list[str]) -> dict[str, int]:
+        """The row id of each committed text hash of `model` (absent: not committed yet). Blocking."""
+        found: dict[str, int] = {}
+        with self._engine.connect() as connection:
+            for chunk in parameter_chunks(hashes):
+                query = select(embeddings.c.text_hash, embeddings.c.id).where(
+                    embeddings.c.model_name == model, embeddings.c.text_hash.in_(chunk))
+                found.update((text_hash, row_id) for text_hash, row_id in connection.execute(query))
+        return found
+
+    def rows_after(self, model: str, after_id: int, limit: int) -> list[StoredRow]:
+        """Up to `limit` rows of `model` with an id above `after_id`, in id order. Blocking."""
+        query = (select(embeddings.c.id, embeddings.c.text, embeddings.c.text_hash, embeddings.c.embedding)
+                 .where(embeddings.c.model_name == model, embeddings.c.id > after_id)
+                 .order_by(embeddings.c.id).limit(limit))
+        with self._engine.connect() as connection:
+            return [StoredRow(row_id, text, text_hash, np.frombuffer(blob, dtype=np.float32))
+                    for row_id, text, text_hash, blob in connection.execute(query)]
+
+    def close(self) -> None:
+        self._vectors.close()
+        self._engine.dispose()
