@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from shared.file_integrity import fsync_path, sha256_digest
+from shared.file_integrity import IntegrityError, publish_verified, sha256_digest
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
@@ -58,11 +58,10 @@ def download(
     if expected_size and size != expected_size:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: size mismatch: expected {expected_size} bytes, got {size}")
-    if sha256 and digest.hexdigest() != sha256.lower():
-        part.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: SHA-256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
-    os.replace(part, destination)
-    fsync_path(destination.parent)  # make the rename itself survive a power cut
+    try:
+        publish_verified(part, destination, actual_sha256=digest.hexdigest(), expected_sha256=sha256, name=url)
+    except IntegrityError as exc:
+        raise DownloadError(str(exc)) from None
     return destination
 
 

@@ -14,9 +14,7 @@ Layout of MODELS_DIR:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -31,7 +29,7 @@ from tqdm import tqdm
 
 from modelstore.catalogue import Catalogue, ModelEntry, add_local_entry, load_catalogue
 from modelstore.download import download, part_path
-from shared.file_integrity import sha256_of_file
+from shared.file_integrity import IntegrityError, copy_into_staging, publish_verified, sha256_of_file
 
 if TYPE_CHECKING:
     from modelstore.bert_gguf import ConversionReport
@@ -238,21 +236,15 @@ def _convert(folder: Path, target: Path, name: str, *, expected_dimensions: int 
 def _write_verified(source: IO[bytes], target: Path, *, sha256: str, total: int, progress: bool) -> str:
     """Stream `source` to `target` through a part file; rename only when the SHA-256 matches; return it."""
     staging = part_path(target)
-    digest = hashlib.sha256()
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
                file=sys.stderr, disable=None if progress else True)
-    with bar, staging.open("wb") as out:
-        while block := source.read(1 << 20):
-            out.write(block)
-            digest.update(block)
-            bar.update(len(block))
-        out.flush()
-        os.fsync(out.fileno())
-    if sha256 and digest.hexdigest() != sha256.lower():
-        staging.unlink()
-        raise InstallError(f"{target.name}: SHA-256 mismatch: expected {sha256.lower()}, got {digest.hexdigest()}")
-    os.replace(staging, target)
-    return digest.hexdigest()
+    with bar:
+        digest = copy_into_staging(source, staging, bar.update)
+    try:
+        publish_verified(staging, target, actual_sha256=digest, expected_sha256=sha256)
+    except IntegrityError as exc:
+        raise InstallError(str(exc)) from None
+    return digest
 
 
 def _gguf_shape(path: Path) -> tuple[int, int]:

@@ -12,15 +12,12 @@ and only the copy, in memory, is hashed again.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.file_integrity import sha256_of_file
+from shared.file_integrity import copy_into_staging, publish_verified, sha256_of_file
 
-_BLOCK = 1 << 20
 PART_PREFIX = ".part-"
 RECORD_PREFIX = ".sha256-"
 
@@ -61,19 +58,16 @@ def copy_verified(source: Path, directory: Path) -> CopyResult:
             return CopyResult(source, target, False, now.size, digest)
     record_path.unlink(missing_ok=True)
     staging = directory / f"{PART_PREFIX}{source.name}"
-    hasher = hashlib.sha256()
     try:
-        with source.open("rb") as reader, staging.open("wb") as writer:
-            while block := reader.read(_BLOCK):
-                writer.write(block)
-                hasher.update(block)
+        with source.open("rb") as reader:
+            digest = copy_into_staging(reader, staging)
         if _SourceRecord.of(source) != now or staging.stat().st_size != now.size:
             raise OSError(f"{source} changed while it was being copied; try again")
-        os.replace(staging, target)
+        publish_verified(staging, target, actual_sha256=digest)
     finally:
         staging.unlink(missing_ok=True)
-    _write_record(record_path, now, hasher.hexdigest())
-    return CopyResult(source, target, True, now.size, hasher.hexdigest())
+    _write_record(record_path, now, digest)
+    return CopyResult(source, target, True, now.size, digest)
 
 
 def _recorded_digest(record_path: Path, now: _SourceRecord) -> str:
