@@ -12,7 +12,8 @@ W  ours with 1 worker of 2 threads, uncached at concurrency 64 (the 2x1/1x2 rati
 B and C run in a separate environment (data/bench-venv: llama-cpp-python[server], torch==2.13.0 CPU,
 sentence-transformers), made by `--setup`, so the service's own environment stays lean.
 
-Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--setup] [--models all-minilm-l6-v2,...]
+Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--setup] [--no-peers] [--models all-minilm-l6-v2,...]
+(--no-peers: A and ours only, without data/bench-venv; for comparing two commits of ours on one machine)
 """
 
 from __future__ import annotations
@@ -195,9 +196,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer texts (240 and 48): under 3 minutes")
     parser.add_argument("--setup", action="store_true", help="create data/bench-venv with the peers first")
+    parser.add_argument("--no-peers", action="store_true", help="skip B and C (no data/bench-venv needed)")
     parser.add_argument("--models", default="all-minilm-l6-v2,smollm2-135m-instruct")
     args = parser.parse_args()
-    if args.setup or not (BENCH_VENV / "bin" / "python").exists():
+    if args.setup or (not args.no_peers and not (BENCH_VENV / "bin" / "python").exists()):
         setup_bench_venv()
     models_dir = Path(os.environ.get("LES_TEST_MODELS_DIR", PROJECT_ROOT / "data" / "test-models"))
     catalogue = load_catalogue(models_dir)
@@ -222,9 +224,10 @@ def main() -> int:
         chunks = (1, 8) if args.quick and name != MINILM else (1, 8, 32)
         rows = {"A": engine_ceiling(path, pooling, n_ctx, texts, chunks)}
         print(f"{name}: A done", file=sys.stderr, flush=True)
-        rows["B"] = llama_server(path, n_ctx, entry.flash_attention, texts)
-        print(f"{name}: B done", file=sys.stderr, flush=True)
-        if name == MINILM:
+        if not args.no_peers:
+            rows["B"] = llama_server(path, n_ctx, entry.flash_attention, texts)
+            print(f"{name}: B done", file=sys.stderr, flush=True)
+        if name == MINILM and not args.no_peers:
             rows["C"] = sentence_transformers(source_dir(entry, models_dir), texts)
             print(f"{name}: C done", file=sys.stderr, flush=True)
         own = ours(name, models_dir, texts)
@@ -238,10 +241,11 @@ def main() -> int:
         d64 = next(r for r in own if r.case == "D ours uncached c=64")
         f = next(r for r in own if r.case.startswith("F"))
         w = next(r for r in own if r.case.startswith("W"))
-        ratio = (f"{name}: D64/A={d64.texts_per_second / rows['A'].texts_per_second:.2f} "
-                 f"D64/B={d64.texts_per_second / rows['B'].texts_per_second:.2f} "
-                 f"p99 D64/B={d64.p99_ms / rows['B'].p99_ms:.2f} F={f.texts_per_second:.0f}/s "
-                 f"2x1/1x2={d64.texts_per_second / w.texts_per_second:.2f}")
+        ratio = f"{name}: D64/A={d64.texts_per_second / rows['A'].texts_per_second:.2f} "
+        if "B" in rows:
+            ratio += (f"D64/B={d64.texts_per_second / rows['B'].texts_per_second:.2f} "
+                      f"p99 D64/B={d64.p99_ms / rows['B'].p99_ms:.2f} ")
+        ratio += f"F={f.texts_per_second:.0f}/s 2x1/1x2={d64.texts_per_second / w.texts_per_second:.2f}"
         if "C" in rows:
             ratio += f" D64/C={d64.texts_per_second / rows['C'].texts_per_second:.2f}"
         ratios.append(ratio)
