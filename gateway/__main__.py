@@ -17,6 +17,7 @@ from shared.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve the models named by --models with uvicorn until SIGTERM or SIGINT; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m gateway")
     parser.add_argument("--models", required=True, help="comma-separated names of the models served")
     parser.add_argument("--foreground", action="store_true", help="also log to stdout")

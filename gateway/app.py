@@ -42,11 +42,13 @@ VERSION = "0.1.0"
 
 
 def all_endpoints() -> list[Endpoint]:
+    """Every documented endpoint of the service, in the order the OpenAPI document lists them."""
     return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *openai.ENDPOINTS, *health.ENDPOINTS, *metrics_route.ENDPOINTS,
             *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS]
 
 
 def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
+    """The app serving `served_models`; its lifespan builds and starts the services, and drains the writer at exit."""
     endpoints = all_endpoints()
     document = build_document(endpoints, "Llama Embeddings Service", VERSION)
     metrics = GatewayMetrics()  # one registry per app: no process-wide default REGISTRY

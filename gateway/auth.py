@@ -20,6 +20,8 @@ OPEN_PREFIXES = ("/swagger-assets/",)
 
 
 class TokenAuth:
+    """ASGI middleware: 401 without the security token, 403 with a wrong one, except on the open paths."""
+
     def __init__(self, app: ASGIApp, token: str) -> None:
         self._app = app
         self._token = token.encode()

@@ -47,6 +47,8 @@ MAX_ATTEMPTS = 2  # the first try and one retry on another worker
 
 @dataclass
 class Job:
+    """One request for vectors: queued for its model, or in flight on `worker`; its outcome is set on `future`."""
+
     request_id: int
     model: str
     texts: list[str]
@@ -59,6 +61,8 @@ class Job:
 
 @dataclass
 class WorkerState:
+    """A registered worker as the broker tracks it: its READY, when it was last heard, the requests it holds."""
+
     identity: bytes
     ready: Ready
     last_seen: float
@@ -67,11 +71,14 @@ class WorkerState:
 
     @property
     def free_credits(self) -> int:
+        """How many more requests the worker may be given now; none once it has said BYE."""
         return 0 if self.leaving else self.ready.credits - len(self.in_flight)
 
 
 @dataclass
 class ModelCounters:
+    """Counts per model since the gateway started, which the metrics read at each scrape."""
+
     requests: int = 0
     texts: int = 0
     retried: int = 0
@@ -104,12 +111,14 @@ class Broker:
         self.last_ready: dict[str, Ready] = {}  # per model, kept after its workers are gone (input limits)
 
     async def start(self) -> None:
+        """Bind the workers' ROUTER and start the receive and heartbeat loops."""
         self._socket.bind(self._settings.worker_bind_address)
         self._tasks = [asyncio.create_task(self._receive_loop(), name="broker-receive"),
                        asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")]
         log.info("broker listening for workers on %s", self._settings.worker_bind_address)
 
     async def stop(self) -> None:
+        """Stop the loops, fail every queued or in-flight request with 503, and close the socket."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -127,9 +136,11 @@ class Broker:
         return counters
 
     def live_workers(self, model: str) -> list[WorkerState]:
+        """The registered workers of `model` that have not said BYE."""
         return [w for w in self._workers.values() if w.ready.model == model and not w.leaving]
 
     def queue_depth(self, model: str) -> int:
+        """How many requests of `model` are waiting for a worker."""
         return len(self._queues.get(model, ()))
 
     async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Result:

@@ -18,6 +18,8 @@ CacheKey = tuple[str, str]  # (model_name, text_hash)
 
 @dataclass(frozen=True, slots=True)
 class CachedVector:
+    """A vector in the cache, with its token count as the worker gave it (None when read back from the store)."""
+
     vector: np.ndarray
     tokens: int | None  # as the worker counted them; None when unknown
 
@@ -30,12 +32,14 @@ class MemoryCache:
         self._capacity = capacity
 
     def get(self, key: CacheKey) -> CachedVector | None:
+        """The entry for `key`, now the most recently used; None on a miss."""
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
 
     def put(self, key: CacheKey, entry: CachedVector) -> None:
+        """Store `entry` as the most recently used, dropping the least recently used ones past `capacity`."""
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self._capacity:

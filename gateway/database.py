@@ -111,5 +111,6 @@ class ReadOnlyDatabase:
                     for row_id, text, text_hash, blob in connection.execute(query)]
 
     def close(self) -> None:
+        """Stop the stored-vector reader, then release the engine's connections."""
         self._vectors.close()
         self._engine.dispose()

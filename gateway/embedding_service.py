@@ -25,6 +25,8 @@ from shared.schema import text_hash
 
 @dataclass(frozen=True)
 class Embedded:
+    """One input's vector, whether it came from a cache or the store, and its token count when known."""
+
     vector: np.ndarray
     cached: bool
     tokens: int | None = None  # as the worker counted them; None for a stored vector whose count is unknown
@@ -40,6 +42,8 @@ ComputedListener = Callable[[str, list[str], list[str], np.ndarray], None]
 
 @dataclass
 class ServiceCounters:
+    """Inputs answered without a worker, sent to one, or that awaited an identical input already computing."""
+
     cache_hits: int = 0
     cache_misses: int = 0
     deduplicated: int = 0
@@ -79,11 +83,7 @@ class EmbeddingService:
                 raise BadRequest(f"text {position} has {len(text)} characters; MAX_TEXT_CHARS is {self._max_text_chars}")
         started = time.time()
         keys = [(model, text_hash(text)) for text in texts]
-        results: dict[CacheKey, Embedded] = {}
-        for key in keys:
-            entry = self._cache.get(key)
-            if entry is not None:
-                results[key] = Embedded(entry.vector, True, entry.tokens)
+        results = self._remembered(keys)
         missing = list(dict.fromkeys(key for key in keys if key not in results))
         if missing:
             stored = await self._database.vectors(model, [key[1] for key in missing])
@@ -110,6 +110,15 @@ class EmbeddingService:
             results[key] = Embedded(vector, False, tokens)
         return [results[key] for key in keys]
 
+    def _remembered(self, keys: list[CacheKey]) -> dict[CacheKey, Embedded]:
+        """What the memory LRU holds of `keys`."""
+        results: dict[CacheKey, Embedded] = {}
+        for key in keys:
+            entry = self._cache.get(key)
+            if entry is not None:
+                results[key] = Embedded(entry.vector, True, entry.tokens)
+        return results
+
     async def embed_token_ids(self, model: str, token_lists: list[list[int]]) -> list[Embedded]:
         """One vector per token-id list, in order (gateway/token_ids.py says what the ids are).
 
@@ -119,11 +128,7 @@ class EmbeddingService:
         self.check_model(model)
         check_token_ids(model, token_lists, self._broker.last_ready.get(model))
         keys = [(model, token_ids_key(ids)) for ids in token_lists]
-        results: dict[CacheKey, Embedded] = {}
-        for key in keys:
-            entry = self._cache.get(key)
-            if entry is not None:
-                results[key] = Embedded(entry.vector, True, entry.tokens)
+        results = self._remembered(keys)
         missing = {key: ids for key, ids in zip(keys, token_lists) if key not in results}
         self.counters.cache_hits += len(keys) - len(missing)
         self.counters.cache_misses += len(missing)

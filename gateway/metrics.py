@@ -39,6 +39,7 @@ class GatewayMetrics:
         self._collector: ServiceCollector | None = None
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and record how long it took, under its route's path template."""
         self.requests.labels(endpoint, method, str(status)).inc()
         self.latency.labels(endpoint, method).observe(seconds)
 
@@ -50,10 +51,12 @@ class GatewayMetrics:
         self.registry.register(self._collector)
 
     def exposition(self) -> bytes:
+        """Every metric of the registry in Prometheus' text format, the service counters read now."""
         return generate_latest(self.registry)
 
 
 def metrics_of(request: Request) -> GatewayMetrics:
+    """The GatewayMetrics of the app serving `request`."""
     return request.app.state.metrics
 
 
@@ -64,6 +67,7 @@ class ServiceCollector(Collector):
         self._services = services
 
     def collect(self) -> Iterable[Metric]:
+        """The cache, per-model worker and writer metrics, from the counters as they stand at this scrape."""
         yield from self._cache()
         yield from self._models()
         yield from self._writer()
@@ -116,7 +120,8 @@ class ServiceCollector(Collector):
     def _writer(self) -> Iterable[Metric]:
         writer = self._services.writer
         yield GaugeMetricFamily(f"{PREFIX}_writer_queue_rows",
-                                "Rows handed to the writer and not yet acknowledged as committed", writer.unacknowledged_rows)
+                                "Rows computed and not yet acknowledged by the writer as committed (buffered or sent)",
+                                writer.unacknowledged_rows)
         yield CounterMetricFamily(f"{PREFIX}_writer_committed_rows",
                                   "Rows the writer acknowledged as committed (since the gateway started)",
                                   writer.acknowledged_rows)

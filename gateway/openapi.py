@@ -25,6 +25,8 @@ EMBEDDING_ERRORS = (413, 422, 429, 502, 503, 504)
 
 @dataclass(frozen=True)
 class QueryParam:
+    """A query parameter of an endpoint, as the OpenAPI document describes it."""
+
     name: str
     type: str  # an OpenAPI type: "string", "integer"
     description: str
@@ -33,6 +35,8 @@ class QueryParam:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One HTTP endpoint: its method, path and handler, and what the OpenAPI document says of it."""
+
     method: str
     path: str
     handler: Handler
@@ -47,10 +51,12 @@ class Endpoint:
     error_model: type[BaseModel] = ErrorResponse  # the OpenAI-compatible routes answer errors in OpenAI's form
 
     def route(self) -> Route:
+        """The Starlette route that serves this endpoint."""
         return Route(self.path, self.handler, methods=[self.method])
 
 
 def build_document(endpoints: list[Endpoint], title: str, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `endpoints`, the schemas of their pydantic models gathered as components."""
     schemas: dict[str, Any] = {}
 
     def ref(model: type[BaseModel]) -> dict[str, str]:
@@ -96,6 +102,7 @@ def build_document(endpoints: list[Endpoint], title: str, version: str) -> dict[
 
 
 def docs_endpoints(document: dict[str, Any]) -> list[Route]:
+    """The routes of /openapi.json (serving `document`) and of the Swagger UI page at /, left out of the schema."""
     async def openapi_json(_request: Request) -> Response:
         return JSONResponse(document)
 

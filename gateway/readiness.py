@@ -13,6 +13,7 @@ def writer_silence_limit(services: Services) -> float:
 
 
 def writer_alive(services: Services) -> bool:
+    """True while the writer has spoken within the last HEARTBEAT_INTERVAL_SECONDS x HEARTBEAT_LIVENESS seconds."""
     silent = services.writer.silent_for()
     return silent is not None and silent <= writer_silence_limit(services)
 

@@ -18,6 +18,8 @@ UNMATCHED = "unmatched"
 
 
 class RequestMetrics:
+    """ASGI middleware that counts and times every HTTP request under its route's path template."""
+
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics, routes: Sequence[BaseRoute]) -> None:
         self._app = app
         self._metrics = metrics

@@ -37,6 +37,8 @@ class Recovered:
 
 
 class RowJournal:
+    """This gateway's journal files in one directory, and the recovery of those a predecessor left there."""
+
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._pending: int | None = None  # file descriptor of pending.rows
@@ -96,6 +98,7 @@ class RowJournal:
             (self._directory / f"{batch_id}{suffix}").unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Close pending.rows if it is open; the journal's files stay for a successor to replay."""
         if self._pending is not None:
             os.close(self._pending)
             self._pending = None

@@ -13,14 +13,19 @@ class ModelChoice(BaseModel):
     llm_model_name: str | None = Field(None, description="Accepted as a synonym of model_name.")
 
     def chosen_model(self, default: str) -> str:
+        """The model the request names, under either spelling, else `default`."""
         return self.model_name or self.llm_model_name or default
 
 
 class EmbeddingRequest(ModelChoice):
+    """The body of POST /get_embedding_vector/: one text, and optionally the model to embed it with."""
+
     text: str = Field(..., description="The text to embed.", examples=["Hello world"])
 
 
 class EmbeddingResponse(BaseModel):
+    """The answer of POST /get_embedding_vector/: the text's vector, and whether it came from the cache."""
+
     embedding: list[float] = Field(..., description="L2-normalised embedding vector.")
     model: str
     dimensions: int
@@ -28,10 +33,14 @@ class EmbeddingResponse(BaseModel):
 
 
 class EmbeddingsRequest(ModelChoice):
+    """The body of POST /get_embedding_vectors/: at most MAX_BATCH_TEXTS texts to embed with one model."""
+
     texts: list[str] = Field(..., description="Texts to embed, in order.", examples=[["Hello", "world"]])
 
 
 class EmbeddingsResponse(BaseModel):
+    """The answer of POST /get_embedding_vectors/: one vector per text in input order, each flagged if cached."""
+
     embeddings: list[list[float]] = Field(..., description="One L2-normalised vector per text, in input order.")
     model: str
     dimensions: int
@@ -39,16 +48,24 @@ class EmbeddingsResponse(BaseModel):
 
 
 class ModelNamesResponse(BaseModel):
+    """The answer of GET /get_list_of_available_model_names/: the models that requests accept."""
+
     model_names: list[str]
 
 
 class StoredStringsResponse(BaseModel):
+    """The answer of GET /get_all_stored_strings/: a page of the distinct texts stored, of every model."""
+
     strings: list[str]
 
 
 class StoredDocumentsResponse(BaseModel):
+    """The answer of GET /get_all_stored_documents_with_embeddings/: a page of the stored documents' file names."""
+
     documents: list[str] = Field(..., description="File names of the stored documents, in the order first stored.")
 
 
 class ErrorResponse(BaseModel):
+    """The body of every error answer of the original endpoints: what went wrong, in `detail`."""
+
     detail: str | list[object]

@@ -18,6 +18,8 @@ from shared.settings import Settings
 
 @dataclass
 class Services:
+    """The long-lived objects every handler works with, one of each per app."""
+
     settings: Settings
     broker: Broker
     database: ReadOnlyDatabase
@@ -29,4 +31,5 @@ class Services:
 
 
 def services(request: Request) -> Services:
+    """The Services of the app serving `request`."""
     return request.app.state.services

@@ -25,9 +25,11 @@ from shared.schema import parameter_chunks
 class DatabaseConnection(Protocol):
     """A DBAPI connection in autocommit mode (each SELECT its own read transaction, so new rows show up)."""
 
-    def cursor(self) -> Any: ...
+    def cursor(self) -> Any:
+        """A new DBAPI cursor; the reader runs a batch's SELECTs on one and closes it."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the connection: the reader does after an error (to open the file afresh) and when it stops."""
 
 
 class StoredVectorsClosed(RuntimeError):

@@ -26,6 +26,8 @@ STALE_AFTER_SECONDS = 3.0  # an answer older than this (the supervisor is gone o
 
 
 class SupervisorView:
+    """The gateway's copy of the supervisor's latest health report per model, polled over the control socket."""
+
     def __init__(self, settings: Settings, context: zmq.asyncio.Context) -> None:
         self._address = settings.control_address
         self._context = context
@@ -34,9 +36,11 @@ class SupervisorView:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start asking the supervisor for its health report once a second."""
         self._task = asyncio.create_task(self._poll_loop(), name="supervisor-view")
 
     async def stop(self) -> None:
+        """Cancel the polling task and wait for it to end."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,7 @@ KEY_PREFIX = "token-ids:"
 
 
 def token_ids_key(ids: list[int]) -> str:
+    """The cache key of a token-id list: a digest of the ids, under a prefix no text hash can have."""
     return KEY_PREFIX + hashlib.sha3_256(",".join(map(str, ids)).encode("ascii")).hexdigest()
 
 

@@ -13,6 +13,7 @@ from gateway.errors import BadRequest, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 async def parse_json_body(request: Request, model: type[M]) -> M:
+    """The JSON body as `model`: 413 past MAX_REQUEST_BODY_MB, 422 for bad UTF-8, bad JSON or invalid fields."""
     max_bytes = request.app.state.services.settings.max_request_body_bytes
     body = bytearray()
     async for chunk in request.stream():
@@ -28,6 +29,7 @@ async def parse_json_body(request: Request, model: type[M]) -> M:
 
 
 def validate(model: type[M], data: object) -> M:
+    """`data` as `model`, or BadRequest naming each invalid field as `location: message`."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -42,6 +44,7 @@ SQLITE_MAX_INTEGER = 2**63 - 1
 
 def query_int(request: Request, name: str, default: int | None, minimum: int = 0,
               maximum: int = SQLITE_MAX_INTEGER) -> int | None:
+    """The integer query parameter `name`, `default` when absent or empty; BadRequest unless an integer in range."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default

@@ -39,6 +39,8 @@ class _Unacked:
 
 
 class WriterLink:
+    """Sends rows (in batches) and document writes to the writer, each journaled and re-sent until acknowledged."""
+
     def __init__(self, settings: Settings, context: zmq.asyncio.Context) -> None:
         self._settings = settings
         self._socket = context.socket(zmq.DEALER)
@@ -53,6 +55,7 @@ class WriterLink:
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
 
     async def start(self) -> None:
+        """Connect, start the ACK, re-send and ping loops, and hand the writer what a predecessor left journaled."""
         self._socket.connect(self._settings.writer_address)
         self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
                        asyncio.create_task(self._resend_loop(), name="writer-resend"),
@@ -67,6 +70,7 @@ class WriterLink:
 
     @property
     def unacknowledged_rows(self) -> int:
+        """Rows the writer has not acknowledged: those still buffered here and those of batches awaiting their ACK."""
         return len(self._buffer) + sum(len(u.message.rows) for u in self._unacked.values())
 
     def enqueue(self, rows: list[EmbeddingRow]) -> None:
@@ -80,6 +84,7 @@ class WriterLink:
             self._flush_soon = loop.call_later(self._settings.db_flush_interval_ms / 1000, self.flush)
 
     def flush(self) -> None:
+        """Send the buffered rows now as one batch, their journal sealed under its id; nothing when none are waiting."""
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
@@ -148,6 +153,7 @@ class WriterLink:
         return not self._unacked
 
     async def stop(self) -> None:
+        """Stop the loops, close the socket and journal; what is unacknowledged stays journaled for a successor."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

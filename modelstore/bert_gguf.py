@@ -34,6 +34,8 @@ class ConversionError(ValueError):
 
 @dataclass(frozen=True)
 class ConversionReport:
+    """What convert_sentence_transformer() wrote, and the facts of the model it read from the folder."""
+
     out_path: Path
     architecture: str
     dimensions: int

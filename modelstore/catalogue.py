@@ -1,7 +1,7 @@
 """The catalogue of models this service knows by name (catalogue.toml beside this file).
 
-An installed model is a GGUF file named by its entry under MODELS_DIR; `installed_path` says where it is,
-or that it is not there yet. Models imported by the operator (`models import PATH`) are added to a
+An installed model is a GGUF file named by its entry under MODELS_DIR; `installed_path` says where it goes and
+`is_installed` whether it is there. Models imported by the operator (`models import PATH`) are added to a
 catalogue of their own in MODELS_DIR so that the shipped file stays read-only.
 """
 
@@ -51,14 +51,18 @@ class ModelEntry:
     source_sha256: str = ""
 
     def installed_path(self, models_dir: Path) -> Path:
+        """Where the model's GGUF file is under `models_dir` once installed (whether or not it is there now)."""
         return models_dir / self.file
 
     def is_installed(self, models_dir: Path) -> bool:
+        """True when the model's GGUF file is in `models_dir`."""
         return self.installed_path(models_dir).is_file()
 
 
 @dataclass(frozen=True)
 class Catalogue:
+    """Every model known by name: the shipped catalogue's entries and the operator's imported ones."""
+
     entries: dict[str, ModelEntry]
 
     def __getitem__(self, name: str) -> ModelEntry:
@@ -71,9 +75,11 @@ class Catalogue:
         return name in self.entries
 
     def names(self) -> list[str]:
+        """The names of every catalogued model, sorted."""
         return sorted(self.entries)
 
     def installed(self, models_dir: Path) -> list[ModelEntry]:
+        """The entries whose GGUF file is in `models_dir`, in name order."""
         return [entry for _, entry in sorted(self.entries.items()) if entry.is_installed(models_dir)]
 
 

@@ -36,6 +36,8 @@ _ROLE_DEFAULTS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class WordPieceVocab:
+    """A WordPiece vocabulary in llama.cpp's form: pieces, their token types, special-token ids, normaliser flags."""
+
     tokens: list[str]
     token_types: list[int]
     special_ids: dict[str, int]
@@ -130,6 +132,7 @@ def load_wordpiece_vocab(source_dir: Path, n_vocab: int) -> WordPieceVocab:
 
 
 def write_wordpiece_vocab(writer: gguf.GGUFWriter, vocab: WordPieceVocab) -> None:
+    """Write `vocab` as llama.cpp's "bert" tokenizer metadata: [CLS] as BOS, [SEP] as SEP and EOS."""
     writer.add_tokenizer_model("bert")
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.token_types)

@@ -47,6 +47,7 @@ def model_index_dir(index_root: Path, model: str) -> Path:
 
 
 def index_file_name(generation: int) -> str:
+    """The file name of index generation `generation`, zero-padded so that names sort by generation."""
     return f"index-{generation:08d}.faiss"
 
 

@@ -24,6 +24,7 @@ class StopFlag:
         self._event = threading.Event()
 
     def install(self) -> StopFlag:
+        """Make SIGTERM and SIGINT set the flag (call it on the main thread); returns the flag."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         return self
@@ -32,12 +33,15 @@ class StopFlag:
         self._event.set()
 
     def set(self) -> None:
+        """Set the flag without a signal, as a stop asked for from within the process."""
         self._event.set()
 
     def is_set(self) -> bool:
+        """True once a stop has been asked for."""
         return self._event.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or `timeout` seconds pass; True when it is set."""
         return self._event.wait(timeout)
 
 

@@ -29,8 +29,10 @@ class ProtocolError(ValueError):
 
 
 class Kind(IntEnum):
-    # Numbers are part of the wire format. Ranges: 1-19 backbone, 20-29 documents, 30-39 search indexes,
-    # 40-49 metrics and health.
+    """The type byte in front of every message's frames, one value per message class."""
+
+    # Numbers are part of the wire format. Ranges: 1-19 backbone, 20-29 documents, 30-39 kept for
+    # search, 40-49 metrics and health.
     READY = 1
     HEARTBEAT = 2
     EMBED = 3

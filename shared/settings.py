@@ -97,18 +97,22 @@ class Settings:
 
     @property
     def log_dir(self) -> Path:
+        """Each process's log files."""
         return self.data_dir / "logs"
 
     @property
     def control_address(self) -> str:
+        """The supervisor's control socket: commands from the CLI, and the gateway's questions."""
         return f"ipc://{self.run_dir / 'control.sock'}"
 
     @property
     def events_address(self) -> str:
+        """The supervisor's event socket, to which every child pushes its STATUS reports."""
         return f"ipc://{self.run_dir / 'events.sock'}"
 
     @property
     def writer_address(self) -> str:
+        """The writer's socket, to which the gateway sends rows and document writes."""
         return f"ipc://{self.run_dir / 'writer.sock'}"
 
     @property

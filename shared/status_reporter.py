@@ -17,6 +17,7 @@ class StatusReporter:
         self._socket.connect(address)
 
     def send(self, status: Status) -> None:
+        """Send `status` without waiting; dropped when the supervisor is not taking reports (ten already queued)."""
         try:
             self._socket.send_multipart(encode(status), flags=zmq.NOBLOCK)
         except zmq.Again:

@@ -20,6 +20,7 @@ class AllotmentError(ValueError):
 
 
 def threads_per_worker(total_workers: int, thread_budget: int, allow_oversubscription: bool) -> int:
+    """The llama.cpp threads each of `total_workers` workers gets; AllotmentError when they do not fit the budget."""
     if total_workers <= 0:
         return max(1, thread_budget)
     if total_workers > thread_budget and not allow_oversubscription:

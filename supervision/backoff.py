@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BackoffPolicy:
+    """The restart delays: the first one, the cap, and how long a run must last to start a new streak."""
+
     initial_seconds: float
     max_seconds: float
     reset_after_seconds: float
@@ -46,6 +48,7 @@ class RestartHistory:
         return delay
 
     def may_start(self, now: float) -> bool:
+        """True once the delay since the slot's last death has passed."""
         return now >= self.next_start
 
     def wait_left(self, now: float) -> float | None:

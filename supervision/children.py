@@ -17,6 +17,8 @@ from shared.settings import PROJECT_ROOT
 
 @dataclass(frozen=True)
 class ChildSpec:
+    """What a child process is started as: its role and, for a worker, its model, id, threads, model file and slot."""
+
     role: str  # "writer", "gateway" or "worker"
     model: str = ""
     worker_id: int = 0
@@ -31,9 +33,11 @@ class ChildSpec:
 
     @property
     def name(self) -> str:
+        """How the logs name the child: `worker <model>#<worker id>`, or its role."""
         return f"worker {self.model}#{self.worker_id}" if self.role == "worker" else self.role
 
     def argv(self, served_models: tuple[str, ...], foreground: bool) -> list[str]:
+        """The command line that starts the child: `python -m gateway` or `python -m workers` with its arguments."""
         extra = ["--foreground"] if foreground else []
         if self.role == "gateway":
             return [sys.executable, "-m", "gateway", "--models", ",".join(served_models), *extra]
@@ -49,11 +53,14 @@ def worker_slots_prefix(model: str) -> str:
 
 
 def worker_slot_key(model: str, slot: int) -> str:
+    """The restart-history key of worker slot `slot` of `model`."""
     return f"{worker_slots_prefix(model)}{slot}"
 
 
 @dataclass
 class Child:
+    """A started child process, its latest STATUS, whether it serves, and since when it is being stopped."""
+
     spec: ChildSpec
     process: subprocess.Popen[bytes]
     started_at: float = field(default_factory=time.monotonic)
@@ -63,15 +70,18 @@ class Child:
 
     @property
     def pid(self) -> int:
+        """The child's process id, which its STATUS reports carry too."""
         return self.process.pid
 
     def terminate(self) -> None:
+        """Send SIGTERM and note when, so that the supervisor kills the child after STOP_TIMEOUT_SECONDS."""
         if self.stopping_since is None:
             self.stopping_since = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """Send SIGKILL, unless the child has exited already."""
         if self.process.poll() is None:
             self.process.kill()
 
@@ -95,4 +105,5 @@ def child_environment(base: dict[str, str], settings_env: dict[str, str]) -> dic
 
 
 def pid_file(run_dir: Path) -> Path:
+    """Where the running supervisor keeps its pid."""
     return run_dir / "supervisor.pid"

@@ -49,6 +49,7 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
+    """`start`: check the configuration, start the supervisor detached (or in the foreground) and wait until ready."""
     if settings.use_security_token and not settings.security_token:
         print("USE_SECURITY_TOKEN is on but SECURITY_TOKEN is not set; set it in the environment", file=sys.stderr)
         return 1
@@ -104,6 +105,7 @@ def _run(settings: Settings, foreground: bool) -> int:
 
 
 def cmd_stop(settings: Settings, _args: argparse.Namespace) -> int:
+    """`stop`: ask the supervisor to stop and wait for its process to end; 0 also when it was not running."""
     try:
         reply = send_command(settings.control_address, "stop").data
     except NotRunning:
@@ -123,6 +125,7 @@ def cmd_stop(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """`status`: every process of the running instance, as a table or JSON; 3 when none is running."""
     try:
         status = send_command(settings.control_address, "status").data
     except NotRunning as exc:
@@ -155,6 +158,7 @@ def _last_exit(row: dict[str, Any]) -> str:
 
 
 def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:
+    """`scale MODEL COUNT`: set the number of workers of a model of the running instance."""
     try:
         reply = send_command(settings.control_address, "scale", {"model": args.model, "count": args.count}).data
     except (NotRunning, CommandFailed) as exc:
@@ -165,6 +169,7 @@ def cmd_scale(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    """`models list|pull|import`: show the catalogue, install a catalogued model, or import a local one."""
     from modelstore import install
 
     catalogue = load_catalogue(settings.models_dir)
@@ -187,6 +192,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command given on the command line, with the settings from the environment; the exit status."""
     parser = argparse.ArgumentParser(prog="supervisor.py", description="Llama Embeddings Service")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="prepare default models, start every process, wait until ready")

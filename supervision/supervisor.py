@@ -34,12 +34,16 @@ RECONCILE_SECONDS = 0.5
 
 @dataclass
 class Desired:
+    """The workers the supervisor keeps running: a count per model, and the model file new workers map."""
+
     workers: dict[str, int]  # model -> count
     model_paths: dict[str, str]  # the file new workers map: the installed one, or its RAM disk copy
     disk_paths: dict[str, str] = field(default_factory=dict)  # the installed files; empty: model_paths
 
 
 class Supervisor:
+    """Keeps the writer, the gateway and every model's workers running as `Desired` says; answers the control socket."""
+
     def __init__(self, settings: Settings, desired: Desired, env: dict[str, str], foreground: bool,
                  stderr: IO[bytes] | None = None) -> None:
         self._settings = settings
@@ -250,6 +254,7 @@ class Supervisor:
         raise ValueError(f"unknown command {request.command!r}")
 
     def status(self) -> dict[str, Any]:
+        """The answer to `status`: each child's state, memory and counters, restarts due, failed models, readiness."""
         now = time.monotonic()
         rows = []
         for child in self._children:

@@ -17,6 +17,7 @@ from shared.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the role the command line names, one model's embedder or the writer, until stopped; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m workers")
     roles = parser.add_subparsers(dest="role", required=True)
     embedder = roles.add_parser("embedder", help="serve one model")

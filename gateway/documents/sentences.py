@@ -57,6 +57,7 @@ class SentenceSplitter:
                                (*rules.ABBREVIATIONS, *rules.PREPOSITIVE_ABBREVIATIONS, *rules.NUMBER_ABBREVIATIONS)}
 
     def split(self, text: str) -> list[str]:
+        """The sentences of `text` that have at least `minimum_length` characters, in document order."""
         return [
             sentence
             for paragraph in paragraphs(text)

@@ -43,6 +43,8 @@ PROGRESS_LOG_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class EmbeddedDocument:
+    """What a document upload is answered with: its sentences, one vector per sentence, and the metadata."""
+
     sentences: list[str]
     vectors: np.ndarray  # float32, one L2-normalised row per sentence
     metadata: dict[str, Any]

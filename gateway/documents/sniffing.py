@@ -15,6 +15,8 @@ _TEXT_TYPES = ("application/json",)
 
 @dataclass(frozen=True)
 class Sniffed:
+    """What an upload's content says it is: text or PDF, its MIME type, and libmagic's guess of its encoding."""
+
     kind: Literal["text", "pdf"]
     mimetype: str
     encoding: str  # libmagic's guess for text: "utf-8", "utf-16le", "iso-8859-1", "us-ascii", ...

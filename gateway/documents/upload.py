@@ -28,6 +28,8 @@ ENVELOPE_BYTES = 256 * 1024  # boundaries, part headers and the small fields aro
 
 @dataclass(frozen=True)
 class Upload:
+    """An uploaded file, held in memory, and the form's text fields."""
+
     filename: str  # as the client sent it: data to store and show, never a path
     content: bytes
     fields: dict[str, str] = field(default_factory=dict)

@@ -30,6 +30,8 @@ _TRANSLATION: dict[int, tuple[int, str, str | None]] = {
 
 
 class OpenAIError(Exception):
+    """A failure of an OpenAI-compatible route, answered with its status in OpenAI's `{"error": ...}` form."""
+
     def __init__(self, status_code: int, message: str, type_: str, param: str | None = None, code: str | None = None,
                  retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -37,21 +39,25 @@ class OpenAIError(Exception):
         self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
+        """The error as OpenAI's JSON body, with Retry-After when a wait is advised."""
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after else None
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status_code, headers=headers)
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
+    """400 invalid_request_error, OpenAI's answer to bad input; `param` names the field at fault."""
     return OpenAIError(400, message, "invalid_request_error", param, code)
 
 
 def model_not_found(model: str, available: tuple[str, ...]) -> OpenAIError:
+    """404 model_not_found for a model this gateway does not serve, naming the ones it does."""
     return OpenAIError(404, f"The model {model!r} does not exist; available models: {', '.join(available)}",
                        "invalid_request_error", "model", "model_not_found")
 
 
 def translate(error: GatewayError, param: str | None = None) -> OpenAIError:
+    """A GatewayError in OpenAI's form, its status as OpenAI would answer (422 becomes 400); `param` only on a 400."""
     status, type_, code = _TRANSLATION.get(error.status_code, (error.status_code, "server_error", None))
     return OpenAIError(status, error.detail, type_, param if status == 400 else None, code, error.retry_after)
 

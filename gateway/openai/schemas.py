@@ -11,6 +11,8 @@ EmbeddingInput = Union[StrictStr, list[StrictStr], list[StrictInt], list[list[St
 
 
 class OpenAIEmbeddingRequest(BaseModel):
+    """The body of POST /v1/embeddings, as OpenAI's embeddings API takes it; unknown fields are ignored."""
+
     model_config = ConfigDict(extra="ignore")
     input: EmbeddingInput = Field(..., description=(
         "A text, a list of texts, a list of token ids or a list of token-id lists. Token ids are a text's tokens "
@@ -27,12 +29,16 @@ class OpenAIEmbeddingRequest(BaseModel):
 
 
 class OpenAIEmbedding(BaseModel):
+    """One input's vector in the answer of POST /v1/embeddings, at that input's `index`."""
+
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str = Field(..., description="L2-normalised vector, or its base64 float32 bytes.")
 
 
 class OpenAIUsage(BaseModel):
+    """The token counts of a POST /v1/embeddings answer (prompt and total are the same: nothing is generated)."""
+
     prompt_tokens: int = Field(..., description=(
         "Tokens of the inputs as the model counted them when it embedded them (with special tokens, after "
         "truncation). A vector read from SQLite that this gateway did not compute has no stored count and adds 0."))
@@ -40,6 +46,8 @@ class OpenAIUsage(BaseModel):
 
 
 class OpenAIEmbeddingResponse(BaseModel):
+    """The answer of POST /v1/embeddings: one embedding per input, and the tokens they took."""
+
     object: Literal["list"] = "list"
     data: list[OpenAIEmbedding]
     model: str
@@ -47,6 +55,8 @@ class OpenAIEmbeddingResponse(BaseModel):
 
 
 class OpenAIModel(BaseModel):
+    """One served model as GET /v1/models lists it."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = Field(..., description="Unknown here: always 0.")
@@ -54,11 +64,15 @@ class OpenAIModel(BaseModel):
 
 
 class OpenAIModelList(BaseModel):
+    """The answer of GET /v1/models: every model this gateway serves."""
+
     object: Literal["list"] = "list"
     data: list[OpenAIModel]
 
 
 class OpenAIErrorDetail(BaseModel):
+    """What went wrong, in the fields of OpenAI's errors."""
+
     message: str
     type: str
     param: str | None
@@ -66,4 +80,6 @@ class OpenAIErrorDetail(BaseModel):
 
 
 class OpenAIErrorResponse(BaseModel):
+    """The body of every error answer of the OpenAI-compatible routes."""
+
     error: OpenAIErrorDetail

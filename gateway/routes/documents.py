@@ -18,6 +18,7 @@ _CHOICES = ("model_name", "llm_model_name", "json_format")
 
 
 async def get_all_embeddings_for_document(request: Request) -> Response:
+    """POST /get_all_embeddings_for_document/: a zip of the embedding of every sentence of the uploaded file."""
     state = services(request)
     query = request.query_params
     # What the query says is checked before the upload is read, so a bad name costs the client nothing.
@@ -41,6 +42,7 @@ async def get_all_embeddings_for_document(request: Request) -> Response:
 
 
 async def get_all_stored_documents_with_embeddings(request: Request) -> Response:
+    """GET /get_all_stored_documents_with_embeddings/: a page of the stored documents' distinct file names."""
     offset = query_int(request, "offset", 0) or 0
     limit = query_int(request, "limit", None, minimum=1)
     filenames = await services(request).database.document_filenames(offset, limit)

@@ -21,6 +21,7 @@ from gateway.validation import client_ip, parse_json_body, query_int
 
 
 async def get_embedding_vector(request: Request) -> Response:
+    """POST /get_embedding_vector/: the vector of one text, from the cache when it was computed before."""
     state = services(request)
     body = await parse_json_body(request, EmbeddingRequest)
     model = body.chosen_model(state.settings.default_model_name)
@@ -31,6 +32,7 @@ async def get_embedding_vector(request: Request) -> Response:
 
 
 async def get_embedding_vectors(request: Request) -> Response:
+    """POST /get_embedding_vectors/: one vector per text, in input order; 422 past MAX_BATCH_TEXTS texts."""
     state = services(request)
     body = await parse_json_body(request, EmbeddingsRequest)
     model = body.chosen_model(state.settings.default_model_name)
@@ -44,10 +46,12 @@ async def get_embedding_vectors(request: Request) -> Response:
 
 
 async def get_list_of_available_model_names(request: Request) -> Response:
+    """GET /get_list_of_available_model_names/: the names of the models this gateway serves."""
     return JSONResponse({"model_names": list(services(request).embeddings.models)})
 
 
 async def get_all_stored_strings(request: Request) -> Response:
+    """GET /get_all_stored_strings/: a page of the distinct texts stored, of every model, in text order."""
     offset = query_int(request, "offset", 0) or 0
     limit = query_int(request, "limit", None, minimum=1)
     strings = await services(request).database.stored_strings(offset, limit)

@@ -12,10 +12,14 @@ from gateway.state import services
 
 
 class HealthResponse(BaseModel):
+    """The answer of GET /health: always `ok`."""
+
     status: str = Field(..., examples=["ok"])
 
 
 class ReadinessResponse(BaseModel):
+    """The answer of GET /ready, with 200 or 503 alike: whether the service is ready, and what is missing."""
+
     status: str = Field(..., description="ready or not ready")
     reasons: list[str] = Field(..., description="Why not ready; empty when ready.")
     live_workers: dict[str, int] = Field(..., description="Live workers per served model.")
@@ -28,6 +32,7 @@ async def health(_request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    """GET /ready: 200 when every served model has a live worker and the writer answers, else 503 saying why."""
     state = services(request)
     problems = readiness_problems(state)
     body = {"status": "not ready" if problems else "ready", "reasons": problems,

@@ -11,6 +11,7 @@ from gateway.openapi import Endpoint
 
 
 async def metrics(request: Request) -> Response:
+    """GET /metrics: the app's metrics in Prometheus' text exposition format."""
     return Response(metrics_of(request).exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -2,7 +2,8 @@
 
 Texts share the cache, de-duplication and batching of the original endpoints (EmbeddingService.embed), so a
 text embedded through either is cached for both. Token-id inputs go to EmbeddingService.embed_token_ids.
-The API key clients must send is not checked.
+OpenAI's clients send an API key as a bearer token: with USE_SECURITY_TOKEN on it must be the security token
+(gateway/auth.py guards these routes like every other); with it off, any key is accepted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class _JsonObject(RootModel[dict[str, Any]]):
 
 @openai_errors
 async def create_embeddings(request: Request) -> Response:
+    """POST /v1/embeddings: vectors of texts or token ids in OpenAI's form, optionally shortened or in base64."""
     state = services(request)
     body = await _parse(request)
     model = _served_model(state, body.model)
@@ -67,6 +69,7 @@ async def create_embeddings(request: Request) -> Response:
 
 @openai_errors
 async def list_models(request: Request) -> Response:
+    """GET /v1/models: the served models in OpenAI's list form."""
     models = services(request).embeddings.models
     return JSONResponse({"object": "list",
                          "data": [{"id": name, "object": "model", "created": 0, "owned_by": OWNER} for name in models]})

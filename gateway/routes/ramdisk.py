@@ -24,11 +24,14 @@ CLEARED_MESSAGE = "RAM Disk cleared successfully."
 
 
 class ClearRamdiskResponse(BaseModel):
+    """The answer of POST /clear_ramdisk/: the original service's message, and what the supervisor did."""
+
     message: str = Field(..., description="What happened, in the original service's words.")
     detail: str = Field("", description="What the supervisor did (unmounted, or nothing was mounted).")
 
 
 async def clear_ramdisk(request: Request) -> Response:
+    """POST /clear_ramdisk/: answers once the supervisor has moved the workers off the RAM disk and unmounted it."""
     settings = services(request).settings
     if not settings.use_ramdisk:
         return JSONResponse({"message": DISABLED_MESSAGE, "detail": "USE_RAMDISK=false"})

@@ -29,6 +29,7 @@ def cosine_similarity(first: np.ndarray, second: np.ndarray) -> float:
 
 
 async def compute_similarity_between_strings(request: Request) -> Response:
+    """POST /compute_similarity_between_strings/: both texts' embeddings and their cosine similarity."""
     state = services(request)
     body = await parse_json_body(request, SimilarityRequest)
     model = body.chosen_model(state.settings.default_model_name)
@@ -40,6 +41,7 @@ async def compute_similarity_between_strings(request: Request) -> Response:
 
 
 async def get_most_similar_string_from_database(request: Request) -> Response:
+    """POST /get_most_similar_string_from_database/: the stored strings nearest the text, best first."""
     state = services(request)
     body = await parse_json_body(request, SemanticSearchRequest)
     model = state.embeddings.check_model(body.chosen_model(state.settings.default_model_name))

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Hit:
+    """A stored string that a search found, with its similarity to the query vector."""
+
     text: str
     similarity: float
 
@@ -44,6 +46,7 @@ class Generation:
     index: faiss.Index
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and scores of up to `k` rows nearest `vector`, without the -1 padding an approximate index adds."""
         scores, ids = self.index.search(vector.reshape(1, -1), min(k, self.manifest.count))
         found = ids[0] >= 0  # an approximate index pads with -1 when its probed lists hold fewer than k
         return ids[0][found], scores[0][found]
@@ -51,6 +54,8 @@ class Generation:
 
 @dataclass
 class ModelSearch:
+    """One model's search state: its loaded generation, its tail, and whether both cover every committed row."""
+
     tail: Tail
     generation: Generation | None = None
     complete: bool = False  # every committed row is in the generation or the tail
@@ -67,6 +72,8 @@ class _Refresh:
 
 
 class SearchIndexes:
+    """Per served model, the writer's latest saved index and the tail of newer rows, kept fresh by polling."""
+
     def __init__(self, settings: Settings, models: tuple[str, ...], database: ReadOnlyDatabase) -> None:
         self._root = settings.index_dir
         self._poll_seconds = settings.search_index_poll_ms / 1000
@@ -77,9 +84,11 @@ class SearchIndexes:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Start polling the models' manifests every SEARCH_INDEX_POLL_MS."""
         self._task = asyncio.create_task(self._poll(), name="search-index-poll")
 
     async def stop(self) -> None:
+        """Cancel the polling task and wait for it to end."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -10,11 +10,15 @@ DEFAULT_RESULTS = 10
 
 
 class SimilarityRequest(ModelChoice):
+    """The body of POST /compute_similarity_between_strings/: two texts to embed with one model and compare."""
+
     text1: str = Field(..., description="The first text.", examples=["A cat sits on the mat."])
     text2: str = Field(..., description="The second text.", examples=["A kitten rests on a rug."])
 
 
 class SimilarityResponse(BaseModel):
+    """The answer of POST /compute_similarity_between_strings/: both embeddings and their cosine similarity."""
+
     text1: str
     text2: str
     similarity_measure: str = Field("cosine_similarity", description="Always cosine similarity.")
@@ -25,6 +29,8 @@ class SimilarityResponse(BaseModel):
 
 
 class SemanticSearchRequest(ModelChoice):
+    """The body of POST /get_most_similar_string_from_database/: a query text and how many strings to return."""
+
     text: str = Field(..., min_length=1, description="The query text (embedded and cached like any other).",
                       examples=["How do I reset my password?"])
     number_of_most_similar_strings_to_return: int = Field(
@@ -32,11 +38,15 @@ class SemanticSearchRequest(ModelChoice):
 
 
 class SimilarString(BaseModel):
+    """One result of a semantic search: a stored string and its similarity to the query text."""
+
     text: str
     similarity: float = Field(..., description="Cosine similarity to the query text.")
 
 
 class SemanticSearchResponse(BaseModel):
+    """The answer of POST /get_most_similar_string_from_database/: the stored strings nearest the query."""
+
     query_text: str
     model: str
     results: list[SimilarString] = Field(..., description="Best first; the query text itself is left out.")

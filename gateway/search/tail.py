@@ -15,6 +15,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TailView:
+    """The first `size` rows of a tail, which a search thread can read while the event loop appends."""
+
     matrix: np.ndarray | None
     size: int
     texts: list[str]
@@ -29,6 +31,8 @@ class TailView:
 
 
 class Tail:
+    """Up to `capacity` rows of one model, held for exact search until an index generation covers them."""
+
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._matrix: np.ndarray | None = None
@@ -45,6 +49,7 @@ class Tail:
         return text_hash in self._positions
 
     def add(self, text_hash: str, text: str, vector: np.ndarray, row_id: int | None = None) -> None:
+        """Hold a row for search unless it is held already; at capacity the row is refused and `overflowed` set."""
         if text_hash in self._positions:
             return
         size = len(self._texts)
@@ -87,4 +92,5 @@ class Tail:
         self._positions = {text_hash: position for position, text_hash in enumerate(self._hashes)}
 
     def view(self) -> TailView:
+        """The rows held now, as a view that later appends cannot change."""
         return TailView(self._matrix, len(self._texts), self._texts)

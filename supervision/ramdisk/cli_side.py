@@ -56,6 +56,7 @@ def serve_from_ramdisk_at_start(settings: Settings, desired: Desired) -> Desired
 
 
 def add_parser(commands: Any) -> None:
+    """Add `ramdisk setup|status|clear` to the CLI's subcommands."""
     parser = commands.add_parser("ramdisk", help="set up, show or clear the RAM disk the models are served from")
     actions = parser.add_subparsers(dest="action", required=True)
     actions.add_parser("setup", help="mount the tmpfs, copy the served models in; running workers move onto it")
@@ -65,6 +66,7 @@ def add_parser(commands: Any) -> None:
 
 
 def cmd_ramdisk(settings: Settings, args: argparse.Namespace, desired_now: Callable[[], Desired]) -> int:
+    """`ramdisk setup|status|clear`, with or without a running supervisor; the exit status."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.action == "status":

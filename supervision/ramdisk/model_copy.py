@@ -24,6 +24,8 @@ RECORD_PREFIX = ".sha256-"
 
 @dataclass(frozen=True)
 class CopyResult:
+    """A model file's copy in the target directory, made now or found identical, with its size and SHA-256."""
+
     source: Path
     target: Path
     copied: bool  # False: an identical copy was already there

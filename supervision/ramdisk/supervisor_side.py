@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RamDiskControl:
+    """The supervisor's hold on the RAM disk: the model paths new workers get, and a clear until it unmounts."""
+
     settings: Settings
     model_paths: dict[str, str]  # the paths new workers get: the supervisor's own dict, changed in place
     disk_paths: dict[str, str]  # the installed files

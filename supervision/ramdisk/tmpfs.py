@@ -35,6 +35,7 @@ class Mount:
 
     @property
     def is_tmpfs(self) -> bool:
+        """True when what is mounted there is a tmpfs."""
         return self.fstype == "tmpfs"
 
 
@@ -60,17 +61,21 @@ class Tmpfs:
 
     @classmethod
     def for_current_user(cls, path: Path, size_in_gb: float) -> Tmpfs:
+        """The tmpfs of `size_in_gb` at `path`, owned by this process's effective user and group."""
         return cls(path, size_bytes(size_in_gb), os.geteuid(), os.getegid())
 
     def mount_command(self) -> list[str]:
+        """The mount command line: absolute tool path and fixed options, so that a sudoers rule can name it whole."""
         # mode 0755 and our uid: nobody else may write into the files our workers map.
         options = f"size={self.size_bytes // MEBIBYTE}m,mode=0755,uid={self.uid},gid={self.gid}"
         return [_tool("mount"), "-t", "tmpfs", "-o", options, "tmpfs", str(self.path)]
 
     def umount_command(self) -> list[str]:
+        """The umount command line, by absolute tool path as a sudoers rule names it."""
         return [_tool("umount"), str(self.path)]
 
     def sudoers_lines(self, user: str) -> list[str]:
+        """The sudoers lines that let `user` run exactly the mount and umount commands without a password."""
         return [f"{user} ALL=(root) NOPASSWD: {' '.join(command)}"
                 for command in (self.mount_command(), self.umount_command())]
 
@@ -96,6 +101,7 @@ def mount_rights(tmpfs: Tmpfs) -> Rights:
 
 
 def umount_rights(tmpfs: Tmpfs) -> Rights:
+    """May we unmount `tmpfs`? Clearing needs only this, not the right to mount."""
     return _rights([tmpfs.umount_command()])
 
 
@@ -114,10 +120,12 @@ def _rights(commands: list[list[str]]) -> Rights:
 
 
 def mount(tmpfs: Tmpfs, rights: Rights) -> None:
+    """Mount `tmpfs` as root or through `sudo -n`; TmpfsError with the command's own words if it fails."""
     _run(tmpfs.mount_command(), rights)
 
 
 def unmount(tmpfs: Tmpfs, rights: Rights) -> None:
+    """Unmount `tmpfs` as root or through `sudo -n`; TmpfsError with the command's own words if it fails."""
     _run(tmpfs.umount_command(), rights)
 
 

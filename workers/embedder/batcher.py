@@ -39,6 +39,7 @@ class TextQueue:
         return len(self._items)
 
     def extend(self, items: Iterable[Item]) -> None:
+        """Queue a request's tokenised texts behind those already waiting."""
         self._items.extend(items)
 
     def next_group(self, live: Container[int]) -> list[Item]:

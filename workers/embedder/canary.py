@@ -177,6 +177,7 @@ def _canary(config: EngineConfig) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """The canary child: embed with the engine config in argv[0]; 0 when the vectors are sound, 1 on an error."""
     child_prologue("llama-embeddings: canary")  # faulthandler prints where a crash happened, to our stderr
     fields, model, crash_spec = json.loads(argv[0]), argv[1], argv[2]
     config = EngineConfig(**fields)

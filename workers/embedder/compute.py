@@ -37,10 +37,12 @@ class Finished:
     tokens: int = 0
 
     def pack(self) -> bytes:
+        """The frame's 24 bytes: request id, texts and tokens as little-endian 64-bit integers."""
         return _FINISHED.pack(self.request_id, self.texts, self.tokens)
 
     @classmethod
     def unpack(cls, frame: bytes) -> Finished:
+        """The Finished that a frame made by pack() holds."""
         return cls(*_FINISHED.unpack(frame))
 
 

@@ -26,6 +26,8 @@ _POOLING = {
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """How a worker loads its model into llama.cpp: the file, pooling, token limits, threads and CPU options."""
+
     model_path: str
     pooling: Pooling
     max_tokens: int
@@ -132,6 +134,7 @@ class Engine:
         return out
 
     def close(self) -> None:
+        """Free the batch, the context and the model; the engine cannot be used afterwards."""
         self._batch.close()
         self._context.close()
         self._model.close()

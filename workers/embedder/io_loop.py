@@ -48,6 +48,7 @@ class WorkerIdentity:
     pid: int
 
     def routing_id(self) -> bytes:
+        """The ZeroMQ routing id of the worker's DEALER, `model/worker_id/pid`, by which the gateway knows it."""
         # Fresh per process (pid), so a replacement is never mistaken for the worker it replaces.
         return f"{self.model}/{self.worker_id}/{self.pid}".encode()
 

@@ -22,30 +22,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VectorChunk:
+    """Committed vectors of one model read together: their row ids, ascending, and one vector per id."""
+
     ids: np.ndarray  # int64, ascending
     vectors: np.ndarray  # float32, one row per id
 
 
 class EmbeddingSource:
+    """The indexer's own read-only access to the committed vectors, per model and in id order."""
+
     def __init__(self, database_path: Path, chunk_rows: int = 50_000) -> None:
         self._engine = sqlite_engine(database_path, read_only=True)
         self._chunk_rows = chunk_rows
 
     def models(self) -> list[str]:
+        """Every model that has a stored row."""
         with self._engine.connect() as connection:
             return [row[0] for row in connection.execute(select(embeddings.c.model_name).distinct())]
 
     def dimensions(self, model: str) -> int | None:
+        """The dimensions of one stored row of `model`, taken as the model's; None when it has no rows."""
         query = select(embeddings.c.dimensions).where(embeddings.c.model_name == model).limit(1)
         with self._engine.connect() as connection:
             return connection.execute(query).scalar()
 
     def count_after(self, model: str, after_id: int) -> int:
+        """How many rows of `model` have an id above `after_id`."""
         query = select(func.count()).where(embeddings.c.model_name == model, embeddings.c.id > after_id)
         with self._engine.connect() as connection:
             return int(connection.execute(query).scalar() or 0)
 
     def last_id(self, model: str) -> int:
+        """The highest row id of `model`; 0 when it has no rows."""
         query = select(func.max(embeddings.c.id)).where(embeddings.c.model_name == model)
         with self._engine.connect() as connection:
             return int(connection.execute(query).scalar() or 0)
@@ -79,6 +87,7 @@ class EmbeddingSource:
         return _chunk(rows, dimensions, model).vectors
 
     def close(self) -> None:
+        """Release the read-only engine's connections."""
         self._engine.dispose()
 
 

@@ -37,6 +37,8 @@ SAVE_TIME_SHARE = 0.1
 
 
 class Indexer:
+    """The writer's indexing thread: keeps each model's FAISS index in step with committed rows, and saves it paced."""
+
     def __init__(self, settings: Settings) -> None:
         self._database_path = settings.database_path
         self._root = settings.index_dir
@@ -52,6 +54,7 @@ class Indexer:
         self._save_seconds: dict[str, float] = {}
 
     def start(self) -> None:
+        """Start the indexing thread, which first loads or builds the index of every model in the database."""
         self._thread.start()
 
     def rows_committed(self, models: Iterable[str]) -> None:

@@ -45,9 +45,11 @@ class IndexPolicy:
     retrain_growth: float = 4.0  # lists trained on n rows still partition 4n well; past that, retrain
 
     def kind_for(self, rows: int) -> str:
+        """Exact search up to SEARCH_APPROXIMATE_ABOVE rows, approximate (IVF) above."""
         return APPROXIMATE if rows > self.approximate_above else EXACT
 
     def lists_for(self, rows: int) -> int:
+        """The IVF lists of an index of `rows` rows: SEARCH_IVF_LISTS when set, else sqrt(rows); at least one."""
         return max(1, self.ivf_lists or round(math.sqrt(rows)))
 
     def fits(self, index: ModelIndex) -> bool:
@@ -75,6 +77,7 @@ class ModelIndex:
 
     @classmethod
     def exact(cls, model: str, directory: Path, dimensions: int, generation: int = 0) -> ModelIndex:
+        """An empty flat inner-product index under explicit ids: exact search, with nothing to train."""
         index = faiss.IndexIDMap(faiss.IndexFlatIP(dimensions))
         return cls(model, directory, index, EXACT, dimensions, generation=generation)
 
@@ -111,6 +114,7 @@ class ModelIndex:
 
     @property
     def count(self) -> int:
+        """How many vectors the index holds."""
         return int(self.index.ntotal)
 
     def add(self, chunk: VectorChunk) -> None:

@@ -39,6 +39,7 @@ class _Pending:
 
 
 def run_writer(settings: Settings, stop: StopFlag) -> None:
+    """The writer process until `stop`: commit the batches that arrive in groups, acknowledge each after commit."""
     store = EmbeddingStore(
         settings.database_path,
         RetryPolicy(settings.max_retries, settings.retry_delay_base_seconds, settings.jitter_factor),

@@ -30,6 +30,7 @@ class RetryPolicy:
     jitter_factor: float
 
     def run(self, operation: Callable[[], T]) -> T:
+        """`operation()`, retried with backoff while SQLite reports the database locked or busy; other errors raise."""
         for attempt in range(self.max_retries + 1):
             try:
                 return operation()
@@ -40,7 +41,7 @@ class RetryPolicy:
                     raise
                 delay = self.delay_base_seconds * (2**attempt)
                 delay += random.uniform(0, delay * self.jitter_factor)
-                log.warning("database locked (attempt %d/%d); retrying in %.3fs", attempt + 1, self.max_retries, delay)
+                log.warning("database locked (attempt %d of %d); retrying in %.3fs", attempt + 1, self.max_retries + 1, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -97,4 +98,5 @@ class EmbeddingStore:
         return self._retry.run(attempt)
 
     def close(self) -> None:
+        """Close the read-write connection (the engine's whole pool)."""
         self._engine.dispose()
