@@ -103,9 +103,9 @@ def row_text(row_id: int) -> str:
     return f"benchmark string {row_id}"
 
 
-def commit(database: Path, vectors: np.ndarray, first_id: int) -> float:
+def commit(database_url: str, vectors: np.ndarray, first_id: int) -> float:
     """Commit rows through the writer's store in its batch size; returns rows per second."""
-    store = EmbeddingStore(database, RetryPolicy(10, 0.05, 0.1))
+    store = EmbeddingStore(database_url, RetryPolicy(10, 0.05, 0.1))
     started = time.perf_counter()
     for start in range(0, len(vectors), INSERT_BATCH):
         rows = []
@@ -146,11 +146,11 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray) -> list[set[int]]
     return [set((row + 1).tolist()) for row in top]
 
 
-def build_and_save(directory: Path, database: Path, policy: IndexPolicy, nprobe: int, figures: Figures,
+def build_and_save(directory: Path, database_url: str, policy: IndexPolicy, nprobe: int, figures: Figures,
                    vectors: np.ndarray, queries: np.ndarray) -> None:
     process = psutil.Process()
     rss_before = process.memory_info().rss
-    source = EmbeddingSource(database)
+    source = EmbeddingSource(database_url)
     faiss.omp_set_num_threads(BUILD_THREADS)
     started = time.perf_counter()
     index = build_index(source, MINILM, directory, policy)
@@ -207,18 +207,18 @@ def serve_and_query(service: Service, figures: Figures, queries: np.ndarray, war
         service.stop()
 
 
-def catch_up(directory: Path, database: Path, mixture: ClusteredEmbeddings, figures: Figures) -> None:
+def catch_up(directory: Path, database_url: str, mixture: ClusteredEmbeddings, figures: Figures) -> None:
     """What a restarted writer does (load the saved index, add the rows committed since), then live traffic:
     small commits, each followed by the indexer's read-and-add, as `rows_committed` triggers it."""
     started = time.perf_counter()
     index = ModelIndex.load(MINILM, directory)
     figures.load_seconds = time.perf_counter() - started
     assert index is not None
-    source = EmbeddingSource(database)
+    source = EmbeddingSource(database_url)
     figures.catch_up_rows_per_second = _add_new_rows(source, index)
     adding = 0.0
     for _ in range(LIVE_COMMITS):
-        commit(database, mixture.sample(LIVE_COMMIT_ROWS), first_id=source.last_id(MINILM) + 1)
+        commit(database_url, mixture.sample(LIVE_COMMIT_ROWS), first_id=source.last_id(MINILM) + 1)
         started = time.perf_counter()
         _add_new_rows(source, index)
         adding += time.perf_counter() - started
@@ -239,12 +239,12 @@ def run_size(size: int, query_count: int, work_dir: Path, models_dir: Path) -> l
     root = work_dir / f"n{size}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    database = root / "embeddings.sqlite"
+    database_url = f"sqlite:///{root / 'embeddings.sqlite'}"
     mixture = ClusteredEmbeddings(seed=size)
     started = time.perf_counter()
     vectors = mixture.sample(size)
     print(f"  generated in {time.perf_counter() - started:.1f}s", flush=True)
-    commit_rate = commit(database, vectors, first_id=1)
+    commit_rate = commit(database_url, vectors, first_id=1)
     print(f"  committed through the writer's store: {commit_rate:,.0f} rows/s", flush=True)
     rng = np.random.default_rng(1)
     chosen = rng.choice(size, query_count + WARM_UP_QUERIES, replace=False)
@@ -254,13 +254,13 @@ def run_size(size: int, query_count: int, work_dir: Path, models_dir: Path) -> l
     for kind, threshold in ((EXACT, size * 10), (APPROXIMATE, size // 2)):
         figures = Figures(kind)
         data_dir = root / kind
-        overrides = {"DATA_DIR": str(data_dir), "DATABASE_URL": f"sqlite:///{database}",
+        overrides = {"DATA_DIR": str(data_dir), "DATABASE_URL": database_url,
                      "SEARCH_APPROXIMATE_ABOVE": str(threshold), "MODELS_TO_SERVE": MINILM}
         settings = load_settings(config_file=root / "no-config.env", overrides=overrides)
         policy = IndexPolicy(settings.search_approximate_above, settings.search_ivf_lists)
         directory = model_index_dir(settings.index_dir, MINILM)
         print(f"  {kind}: building", flush=True)
-        build_and_save(directory, database, policy, settings.search_ivf_nprobe, figures, vectors, queries)
+        build_and_save(directory, database_url, policy, settings.search_ivf_nprobe, figures, vectors, queries)
         print(f"  {kind}: built in {figures.build_seconds:.1f}s, saved in {figures.save_seconds:.1f}s; querying over HTTP",
               flush=True)
         service = Service(data_dir, models_dir, env_overrides={key: value for key, value in overrides.items()
@@ -269,10 +269,10 @@ def run_size(size: int, query_count: int, work_dir: Path, models_dir: Path) -> l
         results.append(figures)
     del vectors
     extra = mixture.sample(INCREMENTAL_ROWS)
-    extra_rate = commit(database, extra, first_id=size + 1)
+    extra_rate = commit(database_url, extra, first_id=size + 1)
     print(f"  {INCREMENTAL_ROWS:,} more rows committed: {extra_rate:,.0f} rows/s", flush=True)
     for figures in results:
-        catch_up(model_index_dir(root / figures.kind / "indexes", MINILM), database, mixture, figures)
+        catch_up(model_index_dir(root / figures.kind / "indexes", MINILM), database_url, mixture, figures)
     report(size, commit_rate, results)
     shutil.rmtree(root, ignore_errors=True)
     return results

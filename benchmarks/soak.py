@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,7 @@ async def _load(service: Service, seconds: float, concurrency: int) -> Counter[s
     document = " ".join(texts[:40]).encode()
     deadline = time.monotonic() + seconds
 
-    def request(client: httpx.AsyncClient) -> object:
+    def request(client: httpx.AsyncClient) -> Awaitable[httpx.Response]:
         kind = rng.choices(["new", "cached", "batch", "similarity", "search", "openai", "document"],
                            weights=[30, 30, 10, 10, 10, 8, 2])[0]
         if kind == "new":
@@ -76,7 +77,7 @@ async def _load(service: Service, seconds: float, concurrency: int) -> Counter[s
     async def user(client: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline:
             try:
-                response = await request(client)  # type: ignore[misc]
+                response = await request(client)
                 outcomes[str(response.status_code)] += 1
             except httpx.HTTPError as exc:
                 outcomes[type(exc).__name__] += 1

@@ -59,7 +59,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
         supervisor = SupervisorView(settings, context)
         broker = Broker(settings, context, health=supervisor.health)
         writer = WriterLink(settings, context)
-        database = ReadOnlyDatabase(settings.database_path)
+        database = ReadOnlyDatabase(settings.database_url)
         service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
                                    served_models, settings.max_text_chars)
         search = SearchIndexes(settings, served_models, database)

@@ -18,9 +18,11 @@ from typing import Callable
 
 import zmq
 import zmq.asyncio
+from zmq.auth.thread import ThreadAuthenticator
 
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
 from gateway.zmq_sending import send_now
+from shared.curve import check_bind, secure_server, start_authenticator, watch_handshakes
 from shared.model_health import answers_at_once, no_worker_reason, retry_after
 from shared.protocol import (
     Bye,
@@ -103,6 +105,8 @@ class Broker:
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
         self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._context = context
+        self._authenticator: ThreadAuthenticator | None = None
         self._workers: dict[bytes, WorkerState] = {}
         self._queues: dict[str, deque[Job]] = {}
         self._ids = itertools.count(1)
@@ -112,7 +116,13 @@ class Broker:
 
     async def start(self) -> None:
         """Bind the workers' ROUTER and start the receive and heartbeat loops."""
-        self._socket.bind(self._settings.worker_bind_address)
+        address, secret = self._settings.worker_bind_address, self._settings.cluster_secret
+        check_bind("WORKER_BIND_ADDRESS", address, secret)
+        # The authenticator's sockets are blocking ones in a thread, on the same libzmq context (inproc ZAP).
+        self._authenticator = start_authenticator(zmq.Context.shadow(self._context.underlying), secret)
+        secure_server(self._socket, address, secret)
+        self._socket.bind(address)
+        watch_handshakes(self._socket, address, secret, "gateway")
         self._tasks = [asyncio.create_task(self._receive_loop(), name="broker-receive"),
                        asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")]
         log.info("broker listening for workers on %s", self._settings.worker_bind_address)
@@ -126,6 +136,8 @@ class Broker:
             if not job.future.done():
                 job.future.set_exception(Unavailable("the gateway is shutting down"))
         self._socket.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
 
     def _counters(self, model: str) -> ModelCounters:
         # Not setdefault(model, ModelCounters()): that builds and drops a ModelCounters (and its Counter) on

@@ -4,20 +4,27 @@ The writer process is the only one that writes (workers/writer/); the gateway re
 the cache's stored vectors (batched on a reader thread of their own, gateway/stored_vectors.py), the stored
 strings, the stored documents, and what search needs from the rows (texts of hits, ids of recent rows, rows
 not yet indexed). The blocking methods are for search, which calls them on a worker thread.
+
+A database that does not answer (PostgreSQL restarting, a SQLite file not there yet) is a 503 with Retry-After
+for the client, never a 500: every read raises `Unavailable` naming the driver's complaint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.documents.results_blob import decode_results
+from gateway.errors import Unavailable
 from gateway.stored_vectors import DatabaseConnection, Found, StoredVectorReader
-from shared.schema import document_embeddings, embeddings, first_column_page, parameter_chunks, sqlite_engine
+from shared.schema import database_engine, document_embeddings, embeddings, first_column_page, parameter_chunks
 
 
 @dataclass(frozen=True)
@@ -42,11 +49,25 @@ class FoundDocument:
 class ReadOnlyDatabase:
     """The store as the gateway sees it; `close()` once, when the app stops."""
 
-    def __init__(self, database_path: Path) -> None:
-        self._engine = sqlite_engine(database_path, read_only=True)
+    def __init__(self, database_url: str) -> None:
+        self._engine = database_engine(database_url, read_only=True)
         # The hot lookup bypasses SQLAlchemy on a connection of its own (gateway/stored_vectors.py says why);
-        # taken from this engine, the connection keeps the shared pragmas (read-only, busy_timeout, autocommit).
-        self._vectors = StoredVectorReader(self._detached_connection)
+        # taken from this engine, the connection keeps the shared settings (read-only, busy_timeout, autocommit).
+        placeholder = "?" if self._engine.dialect.paramstyle == "qmark" else "%s"
+        self._vectors = StoredVectorReader(self._detached_connection, placeholder=placeholder)
+        # The raw connection raises the driver's own errors (sqlite3.Error, psycopg.Error), SQLAlchemy its wrappers.
+        self._failures: tuple[type[BaseException], ...] = (DBAPIError, PoolTimeout,
+                                                           self._engine.dialect.loaded_dbapi.Error)
+
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Turns the driver's failures into a 503 for the client."""
+        try:
+            yield
+        except self._failures as exc:
+            lines = str(exc).strip().splitlines()
+            reason = lines[0][:300] if lines else type(exc).__name__
+            raise Unavailable(f"the database did not answer: {reason}; retry shortly") from exc
 
     def _detached_connection(self) -> DatabaseConnection:
         connection = self._engine.raw_connection()
@@ -55,16 +76,19 @@ class ReadOnlyDatabase:
 
     async def vectors(self, model: str, hashes: list[str]) -> Found:
         """The stored vectors of those of `hashes` that `model` has embedded, by hash."""
-        return await self._vectors.read(model, hashes)
+        with self._answering():
+            return await self._vectors.read(model, hashes)
 
     async def stored_strings(self, offset: int, limit: int | None) -> list[str]:
         """Distinct stored texts of every model, in text order."""
         query = select(embeddings.c.text).distinct().order_by(embeddings.c.text)
-        return await asyncio.to_thread(first_column_page, self._engine, query, offset, limit)
+        with self._answering():
+            return await asyncio.to_thread(first_column_page, self._engine, query, offset, limit)
 
     async def find_document(self, file_hash: str, model: str) -> FoundDocument | None:
         """The stored document with these bytes embedded by this model, if any."""
-        return await asyncio.to_thread(self._find_document, file_hash, model)
+        with self._answering():
+            return await asyncio.to_thread(self._find_document, file_hash, model)
 
     def _find_document(self, file_hash: str, model: str) -> FoundDocument | None:
         query = select(document_embeddings.c.filename, document_embeddings.c.mimetype,
@@ -80,12 +104,13 @@ class ReadOnlyDatabase:
         """Distinct file names of the stored documents, in the order they were first stored."""
         first_stored = func.min(document_embeddings.c.id)
         query = select(document_embeddings.c.filename).group_by(document_embeddings.c.filename).order_by(first_stored)
-        return await asyncio.to_thread(first_column_page, self._engine, query, offset, limit)
+        with self._answering():
+            return await asyncio.to_thread(first_column_page, self._engine, query, offset, limit)
 
     def texts(self, ids: list[int]) -> dict[int, str]:
         """The text of each row id (one query for any usual k). Blocking."""
         found: dict[int, str] = {}
-        with self._engine.connect() as connection:
+        with self._answering(), self._engine.connect() as connection:
             for chunk in parameter_chunks(ids):
                 query = select(embeddings.c.id, embeddings.c.text).where(embeddings.c.id.in_(chunk))
                 found.update((row_id, text) for row_id, text in connection.execute(query))
@@ -94,7 +119,7 @@ class ReadOnlyDatabase:
     def row_ids(self, model: str, hashes: list[str]) -> dict[str, int]:
         """The row id of each committed text hash of `model` (absent: not committed yet). Blocking."""
         found: dict[str, int] = {}
-        with self._engine.connect() as connection:
+        with self._answering(), self._engine.connect() as connection:
             for chunk in parameter_chunks(hashes):
                 query = select(embeddings.c.text_hash, embeddings.c.id).where(
                     embeddings.c.model_name == model, embeddings.c.text_hash.in_(chunk))
@@ -106,7 +131,7 @@ class ReadOnlyDatabase:
         query = (select(embeddings.c.id, embeddings.c.text, embeddings.c.text_hash, embeddings.c.embedding)
                  .where(embeddings.c.model_name == model, embeddings.c.id > after_id)
                  .order_by(embeddings.c.id).limit(limit))
-        with self._engine.connect() as connection:
+        with self._answering(), self._engine.connect() as connection:
             return [StoredRow(row_id, text, text_hash, np.frombuffer(blob, dtype=np.float32))
                     for row_id, text, text_hash, blob in connection.execute(query)]
 

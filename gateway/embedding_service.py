@@ -16,7 +16,7 @@ import numpy as np
 from gateway.broker import Broker
 from gateway.cache import CachedVector, CacheKey, MemoryCache
 from gateway.database import ReadOnlyDatabase
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, Unavailable
 from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
 from shared.protocol import EmbeddingRow
@@ -47,6 +47,7 @@ class ServiceCounters:
     cache_hits: int = 0
     cache_misses: int = 0
     deduplicated: int = 0
+    store_unavailable: int = 0  # lookups the database did not answer (the texts were computed instead)
 
 
 class EmbeddingService:
@@ -86,7 +87,13 @@ class EmbeddingService:
         results = self._remembered(keys)
         missing = list(dict.fromkeys(key for key in keys if key not in results))
         if missing:
-            stored = await self._database.vectors(model, [key[1] for key in missing])
+            try:
+                stored = await self._database.vectors(model, [key[1] for key in missing])
+            except Unavailable:
+                # The database is down (restarting, say): computing is still right, only perhaps repeated, and
+                # the writer holds the rows until it is back; stored strings and search answer 503 meanwhile.
+                self.counters.store_unavailable += len(missing)
+                stored = {}
             for key in missing:
                 if key[1] in stored:
                     self._cache.put(key, CachedVector(stored[key[1]], None))

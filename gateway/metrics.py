@@ -74,11 +74,13 @@ class ServiceCollector(Collector):
 
     def _cache(self) -> Iterable[Metric]:
         counters = self._services.embeddings.counters
-        yield CounterMetricFamily(f"{PREFIX}_cache_hits", "Inputs answered from the LRU or SQLite without a worker",
+        yield CounterMetricFamily(f"{PREFIX}_cache_hits", "Inputs answered from the LRU or the database without a worker",
                                   counters.cache_hits)
         yield CounterMetricFamily(f"{PREFIX}_cache_misses", "Inputs sent to a worker", counters.cache_misses)
         yield CounterMetricFamily(f"{PREFIX}_deduplicated", "Inputs that awaited an identical one already computing",
                                   counters.deduplicated)
+        yield CounterMetricFamily(f"{PREFIX}_store_unavailable", "Cache lookups the database did not answer (computed instead)",
+                                  counters.store_unavailable)
 
     def _models(self) -> Iterable[Metric]:
         broker = self._services.broker

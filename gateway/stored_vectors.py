@@ -50,8 +50,10 @@ class _Lookup:
 class StoredVectorReader:
     """`await read(model, hashes)` from any event loop; `close()` from any thread (again is harmless)."""
 
-    def __init__(self, connect: Callable[[], DatabaseConnection], name: str = "stored-vectors") -> None:
+    def __init__(self, connect: Callable[[], DatabaseConnection], name: str = "stored-vectors",
+                 placeholder: str = "?") -> None:
         self._connect = connect  # called on the reader thread, lazily: the database may not exist yet
+        self._placeholder = placeholder  # the DBAPI's: "?" (sqlite3) or "%s" (psycopg)
         self._queue: queue.SimpleQueue[_Lookup | None] = queue.SimpleQueue()
         self._closed = False
         # Makes "not closed, then queued" atomic against close(), so nothing is queued after the stop mark.
@@ -97,7 +99,7 @@ class StoredVectorReader:
                 try:
                     if connection is None:
                         connection = self._connect()
-                    answers: Sequence[tuple[_Lookup, Found | BaseException]] = _look_up(connection, lookups)
+                    answers: Sequence[tuple[_Lookup, Found | BaseException]] = _look_up(connection, lookups, self._placeholder)
                 except Exception as exc:  # every error goes to the callers; the thread lives on for the next ones
                     answers = [(lookup, exc) for lookup in lookups]
                     if connection is not None:
@@ -125,7 +127,7 @@ class StoredVectorReader:
                 return lookups, stopping
 
 
-def _look_up(connection: DatabaseConnection, lookups: list[_Lookup]) -> list[tuple[_Lookup, Found]]:
+def _look_up(connection: DatabaseConnection, lookups: list[_Lookup], placeholder: str) -> list[tuple[_Lookup, Found]]:
     """One query per model per parameter chunk of distinct hashes, for all of `lookups` together."""
     by_model: dict[str, dict[str, None]] = defaultdict(dict)
     for lookup in lookups:
@@ -136,8 +138,8 @@ def _look_up(connection: DatabaseConnection, lookups: list[_Lookup]) -> list[tup
         for model, wanted in by_model.items():
             found: Found = {}
             for chunk in parameter_chunks(list(wanted)):
-                cursor.execute("SELECT text_hash, embedding FROM embeddings WHERE model_name = ? AND text_hash IN "
-                               f"({','.join('?' * len(chunk))})", [model, *chunk])
+                cursor.execute(f"SELECT text_hash, embedding FROM embeddings WHERE model_name = {placeholder} AND "
+                               f"text_hash IN ({','.join([placeholder] * len(chunk))})", [model, *chunk])
                 for text_hash, blob in cursor.fetchall():
                     found[text_hash] = np.frombuffer(blob, dtype=np.float32)
             stored[model] = found

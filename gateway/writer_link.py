@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from gateway.row_journal import RowJournal
 from gateway.zmq_sending import send_now
+from shared.curve import secure_client
 from shared.protocol import Ack, DocumentWrite, EmbeddingRow, Ping, ProtocolError, Write, decode, encode
 from shared.settings import Settings
 
@@ -56,7 +57,8 @@ class WriterLink:
 
     async def start(self) -> None:
         """Connect, start the ACK, re-send and ping loops, and hand the writer what a predecessor left journaled."""
-        self._socket.connect(self._settings.writer_address)
+        secure_client(self._socket, self._settings.writer_connect_address, self._settings.cluster_secret)
+        self._socket.connect(self._settings.writer_connect_address)
         self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
                        asyncio.create_task(self._resend_loop(), name="writer-resend"),
                        asyncio.create_task(self._ping_loop(), name="writer-ping")]

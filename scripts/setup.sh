@@ -10,7 +10,8 @@ apt_packages=(libmagic1)
 if [[ "${1:-}" == "--test" ]]; then
     extras="[test]"
     # ghostscript: the document tests make their second kind of PDF with it (fpdf2 makes the first).
-    apt_packages+=(ghostscript util-linux)
+    # postgresql: the server binaries (initdb, pg_ctl) of the throw-away clusters the PostgreSQL tests start.
+    apt_packages+=(ghostscript util-linux postgresql)
 fi
 
 missing=()

@@ -1,4 +1,7 @@
-"""The SQLite schema, shared by the writer (the only process that writes) and the readers.
+"""The database schema, shared by the writer (the only process that writes) and the readers, and the engines.
+
+SQLite (a file under DATA_DIR, the default) or PostgreSQL (`DATABASE_URL=postgresql+psycopg://...`, psycopg 3)
+hold the same tables; `database_engine` opens either with what its readers or its writer need.
 
 Table and column names follow the original service so its databases and reports stay readable; the vector
 is stored as float32 bytes rather than JSON text (JSON made a 4096-d row about 80 KB and every index build
@@ -28,8 +31,9 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Insert, Select
 
 metadata = MetaData()
 
@@ -111,6 +115,42 @@ def first_column_page(engine: Engine, query: Select[Any], offset: int, limit: in
         query = query.limit(limit)
     with engine.connect() as connection:
         return [row[0] for row in connection.execute(query)]
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sqlite_file(url: str) -> Path:
+    """The file of a SQLite URL (`sqlite:///path`, as the original service's DATABASE_URL took it)."""
+    for prefix in ("sqlite+aiosqlite:///", "sqlite+pysqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):]).expanduser()
+    raise ValueError(f"not a SQLite file URL: {url!r}")
+
+
+def database_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for the database at `url`; readers get read-only connections that see new commits at once."""
+    if is_sqlite(url):
+        return sqlite_engine(sqlite_file(url), read_only=read_only)
+    return postgresql_engine(url, read_only=read_only)
+
+
+def postgresql_engine(url: str, *, read_only: bool = False) -> Engine:
+    """PostgreSQL through psycopg 3. Connections are checked before use (pre-ping), so after a server restart the
+    pool reconnects instead of handing out dead connections; readers run in autocommit, read-only."""
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if read_only:
+        connect_args["options"] = "-c default_transaction_read_only=on"
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, connect_args=connect_args,
+                         isolation_level="AUTOCOMMIT" if read_only else "READ COMMITTED")
+
+
+def insert_ignoring_duplicates(connection_or_engine: Connection | Engine, table: Table, unique: list[str]) -> Insert:
+    """INSERT that leaves rows already present (by the `unique` columns) as they are: ON CONFLICT DO NOTHING."""
+    dialect = connection_or_engine.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=unique)
 
 
 def sqlite_engine(path: Path, *, read_only: bool = False) -> Engine:

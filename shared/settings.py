@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasGenerator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.env"
@@ -30,7 +31,7 @@ class Settings:
 
     data_dir: Path
     models_dir: Path
-    database_path: Path
+    database_url: str  # SQLAlchemy URL: sqlite:///<absolute path> or postgresql+psycopg://...
     listen_host: str
     listen_port: int
     default_model_name: str
@@ -41,6 +42,9 @@ class Settings:
     allow_thread_oversubscription: bool
     worker_bind_address: str
     worker_connect_address: str
+    writer_bind_address: str
+    writer_connect_address: str
+    cluster_secret: str  # CURVE on tcp sockets between our processes (shared/curve.py); required off loopback
     heartbeat_interval_seconds: float
     heartbeat_liveness: int
     request_timeout_seconds: float
@@ -96,6 +100,11 @@ class Settings:
         return self.data_dir / "run"
 
     @property
+    def database_label(self) -> str:
+        """The database for logs and status: its URL without the password."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    @property
     def log_dir(self) -> Path:
         """Each process's log files."""
         return self.data_dir / "logs"
@@ -109,11 +118,6 @@ class Settings:
     def events_address(self) -> str:
         """The supervisor's event socket, to which every child pushes its STATUS reports."""
         return f"ipc://{self.run_dir / 'events.sock'}"
-
-    @property
-    def writer_address(self) -> str:
-        """The writer's socket, to which the gateway sends rows and document writes."""
-        return f"ipc://{self.run_dir / 'writer.sock'}"
 
     @property
     def canary_dir(self) -> Path:
@@ -170,6 +174,9 @@ class _Sources(BaseSettings):
     allow_thread_oversubscription: Flag = False
     worker_bind_address: str = ""
     worker_connect_address: str = ""
+    writer_bind_address: str = ""
+    writer_connect_address: str = ""
+    cluster_secret: str = ""
     heartbeat_interval_seconds: float = 1.0
     heartbeat_liveness: int = 3
     request_timeout_seconds: float = 60.0
@@ -226,28 +233,36 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         data_dir = (PROJECT_ROOT / data_dir).resolve()
     models_dir = (PROJECT_ROOT / Path(raw.models_dir or str(data_dir / "models")).expanduser()).resolve()
     worker_bind = raw.worker_bind_address or f"ipc://{data_dir / 'run' / 'workers.sock'}"
+    writer_bind = raw.writer_bind_address or f"ipc://{data_dir / 'run' / 'writer.sock'}"
     fields = raw.model_dump(exclude={"data_dir", "models_dir", "database_url", "default_models", "models_to_serve",
-                                     "worker_bind_address", "worker_connect_address", "max_request_body_mb",
+                                     "worker_bind_address", "worker_connect_address", "writer_bind_address",
+                                     "writer_connect_address", "max_request_body_mb",
                                      "ramdisk_path", "log_level"})
     return Settings(
         **fields,
         data_dir=data_dir,
         models_dir=models_dir,
-        database_path=_sqlite_path(raw.database_url or f"sqlite:///{data_dir / 'llama_embeddings.sqlite'}"),
+        database_url=_database_url(raw.database_url or f"sqlite:///{data_dir / 'llama_embeddings.sqlite'}"),
         default_models=_csv(raw.default_models),
         models_to_serve=_csv(raw.models_to_serve),
         worker_bind_address=worker_bind,
         worker_connect_address=raw.worker_connect_address or worker_bind.replace("*", "127.0.0.1"),
+        writer_bind_address=writer_bind,
+        writer_connect_address=raw.writer_connect_address or writer_bind.replace("*", "127.0.0.1"),
         max_request_body_bytes=int(raw.max_request_body_mb * 1024 * 1024),
         ramdisk_path=(PROJECT_ROOT / Path(raw.ramdisk_path).expanduser()).resolve(),
         log_level=raw.log_level.upper(),
     )
 
 
-def _sqlite_path(database_url: str) -> Path:
-    """The original service took a SQLAlchemy URL; only SQLite files are supported."""
+def _database_url(database_url: str) -> str:
+    """The original service took a SQLAlchemy URL: a SQLite file (relative paths from the checkout), or PostgreSQL
+    through psycopg 3 (`postgresql://` and `postgres://` mean that driver too)."""
     for prefix in ("sqlite+aiosqlite:///", "sqlite+pysqlite:///", "sqlite:///"):
         if database_url.startswith(prefix):
             path = Path(database_url[len(prefix):]).expanduser()
-            return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
-    raise ValueError(f"DATABASE_URL must be a sqlite URL, got {database_url!r}")
+            return f"sqlite:///{path if path.is_absolute() else (PROJECT_ROOT / path).resolve()}"
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix):]
+    raise ValueError(f"DATABASE_URL must be a sqlite:/// or postgresql+psycopg:// URL, got {database_url!r}")

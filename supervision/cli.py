@@ -16,6 +16,7 @@ import psutil
 
 from modelstore.catalogue import Catalogue, load_catalogue
 from shared.control_client import CommandFailed, NotRunning, is_running, send_command
+from shared.curve import OpenBindRefused, check_bind
 from shared.lifecycle import StopFlag
 from shared.logs import configure_logging
 from shared.settings import PROJECT_ROOT, Settings, load_settings
@@ -45,7 +46,7 @@ def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
 
 def _settings_env(settings: Settings) -> dict[str, str]:
     return {"DATA_DIR": str(settings.data_dir), "MODELS_DIR": str(settings.models_dir),
-            "DATABASE_URL": f"sqlite:///{settings.database_path}"}
+            "DATABASE_URL": settings.database_url}
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
@@ -55,6 +56,12 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if is_running(settings.control_address):
         print(f"already running for DATA_DIR {settings.data_dir}", file=sys.stderr)
+        return 1
+    try:
+        check_bind("WORKER_BIND_ADDRESS", settings.worker_bind_address, settings.cluster_secret)
+        check_bind("WRITER_BIND_ADDRESS", settings.writer_bind_address, settings.cluster_secret)
+    except OpenBindRefused as exc:
+        print(f"not started: {exc}", file=sys.stderr)
         return 1
     from modelstore.install import ensure_installed
 

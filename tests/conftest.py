@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -11,9 +12,14 @@ import pytest
 
 from tests.child_object import ChildObject
 from tests.harness import PROJECT_ROOT, Service, running
+from tests.postgres import PostgresCluster, server_binaries
 
 MINILM = "all-minilm-l6-v2"
 SMOLLM = "smollm2-135m-instruct"
+# A module whose tests must hold on either store says so with
+#     pytestmark = BOTH_DATABASES
+# and every service its tests start runs once on SQLite and once on PostgreSQL.
+BOTH_DATABASES = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True, scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +45,7 @@ def minilm_source_dir(models_dir: Path) -> Path:
 
 def _embed_texts(engine: Any, texts: list[str]) -> np.ndarray:
     """Run in the reference engine's child process (ChildObject.apply)."""
-    return engine.embed([engine.tokenize(text) for text in texts])  # type: ignore[no-any-return]
+    return engine.embed([engine.tokenize(text) for text in texts])
 
 
 class ReferenceEngine:
@@ -55,7 +61,7 @@ class ReferenceEngine:
                                                        flash_attention=entry.flash_attention))
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return self._child.apply(_embed_texts, texts)  # type: ignore[no-any-return]
+        return self._child.apply(_embed_texts, texts)
 
     def close(self) -> None:
         self._child.call("close")
@@ -69,22 +75,56 @@ def minilm_reference(models_dir: Path) -> Iterator[ReferenceEngine]:
     engine.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL server for the session (Debian's `postgresql`, installed by scripts/setup.sh)."""
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.fail("no PostgreSQL server binaries under /usr/lib/postgresql (scripts/setup.sh --test installs them)")
+    cluster = PostgresCluster(binaries).start()
+    yield cluster
+    cluster.close()
+
+
+@dataclass(frozen=True)
+class Store:
+    """Which store the services of a test get: `env()` is a new, empty one's settings on every call."""
+
+    kind: str  # "sqlite" or "postgresql"
+    cluster: PostgresCluster | None = None
+
+    def env(self) -> dict[str, str]:
+        if self.cluster is None:
+            return {}  # SQLite: the file under each service's own DATA_DIR
+        return {"DATABASE_URL": self.cluster.database()}
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
+def database(request: pytest.FixtureRequest) -> Store:
+    """SQLite, unless the module is marked BOTH_DATABASES: then its tests run once more on PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return Store("sqlite")
+    return Store("postgresql", request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, database: Store) -> Iterator[Service]:
     """Both default models, one worker each: shared by the read-mostly tests of a module."""
-    with running(tmp_path_factory.mktemp("service"), models_dir) as started:
+    with running(tmp_path_factory.mktemp("service"), models_dir, **database.env()) as started:
         yield started
 
 
 @pytest.fixture
-def minilm_service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
+def minilm_service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path,
+                   database: Store) -> Iterator[Service]:
     """The default model alone, for tests that scale, kill or stop processes."""
-    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM) as started:
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM, **database.env()) as started:
         yield started
 
 
 @pytest.fixture(scope="module")
-def minilm_module(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
+def minilm_module(tmp_path_factory: pytest.TempPathFactory, models_dir: Path,
+                  database: Store) -> Iterator[Service]:
     """The default model alone, shared by the tests of a module that do not disturb its processes."""
-    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM) as started:
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM, **database.env()) as started:
         yield started

@@ -34,6 +34,11 @@ class Service:
     known_pids: set[int] = field(default_factory=set)
 
     @property
+    def database_url(self) -> str:
+        """The store this instance uses: its DATABASE_URL, or the SQLite file under DATA_DIR."""
+        return self.env_overrides.get("DATABASE_URL") or f"sqlite:///{self.data_dir / 'llama_embeddings.sqlite'}"
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -111,7 +116,7 @@ class Service:
             body["model_name"] = model
         response = httpx.post(f"{self.base_url}/get_embedding_vector/", json=body, timeout=60)
         assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
 
 @contextlib.contextmanager

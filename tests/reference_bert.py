@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file
@@ -21,13 +22,13 @@ _BATCH = 8
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
-def _max_seq_length(model_dir: Path, config: dict[str, object]) -> int:
+def _max_seq_length(model_dir: Path, config: dict[str, Any]) -> int:
     st_path = model_dir / "sentence_bert_config.json"
     if st_path.is_file():
         declared = json.loads(st_path.read_text(encoding="utf-8")).get("max_seq_length")
         if isinstance(declared, int):
             return declared
-    return int(config["max_position_embeddings"])  # type: ignore[arg-type]
+    return int(config["max_position_embeddings"])
 
 
 def reference_token_ids(model_dir: Path, texts: list[str]) -> list[list[int]]:
@@ -48,12 +49,12 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+    return 0.5 * x * (1.0 + np.asarray(_erf(x / math.sqrt(2.0))).astype(np.float64))
 
 
-def _encode(w: dict[str, np.ndarray], config: dict[str, object], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    eps = float(config.get("layer_norm_eps", 1e-12))  # type: ignore[arg-type]
-    n_heads = int(config["num_attention_heads"])  # type: ignore[arg-type]
+def _encode(w: dict[str, np.ndarray], config: dict[str, Any], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    n_heads = int(config["num_attention_heads"])
     batch, seq = ids.shape
     hidden = w["embeddings.word_embeddings.weight"].shape[1]
     head_dim = hidden // n_heads
@@ -68,7 +69,7 @@ def _encode(w: dict[str, np.ndarray], config: dict[str, object], ids: np.ndarray
     def split_heads(t: np.ndarray) -> np.ndarray:
         return t.reshape(batch, seq, n_heads, head_dim).transpose(0, 2, 1, 3)
 
-    for i in range(int(config["num_hidden_layers"])):  # type: ignore[arg-type]
+    for i in range(int(config["num_hidden_layers"])):
         p = f"encoder.layer.{i}."
 
         def dense(t: np.ndarray, name: str, p: str = p) -> np.ndarray:

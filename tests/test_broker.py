@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -75,7 +75,7 @@ async def _broker(tmp_path: Path, context: zmq.asyncio.Context, **overrides: str
     return broker
 
 
-def run(coroutine_function):  # type: ignore[no-untyped-def]
+def run(coroutine_function: Callable[[Path, zmq.asyncio.Context], Awaitable[None]]) -> Callable[[Path], None]:
     """Run an async test on a fresh event loop (no pytest-asyncio needed)."""
     def wrapper(tmp_path: Path) -> None:
         async def main() -> None:
@@ -90,7 +90,8 @@ def run(coroutine_function):  # type: ignore[no-untyped-def]
 
 
 @run
-async def test_a_request_goes_to_a_registered_worker_and_its_result_comes_back(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_a_request_goes_to_a_registered_worker_and_its_result_comes_back(tmp_path: Path,
+                                                                               context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
     worker = FakeWorker(context, broker._settings.worker_bind_address, "w1")
     await worker.register()
@@ -104,7 +105,7 @@ async def test_a_request_goes_to_a_registered_worker_and_its_result_comes_back(t
 
 
 @run
-async def test_a_worker_never_holds_more_requests_than_its_credits(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_a_worker_never_holds_more_requests_than_its_credits(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
     worker = FakeWorker(context, broker._settings.worker_bind_address, "w1", credits=2)
     await worker.register()
@@ -125,7 +126,7 @@ async def test_a_worker_never_holds_more_requests_than_its_credits(tmp_path, con
 
 
 @run
-async def test_requests_of_a_lost_worker_are_retried_on_another(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_requests_of_a_lost_worker_are_retried_on_another(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
     silent = FakeWorker(context, broker._settings.worker_bind_address, "silent", credits=1)
     await silent.register()
@@ -144,7 +145,8 @@ async def test_requests_of_a_lost_worker_are_retried_on_another(tmp_path, contex
 
 
 @run
-async def test_a_reply_from_a_worker_the_request_is_not_recorded_on_is_dropped(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_from_a_worker_the_request_is_not_recorded_on_is_dropped(tmp_path: Path,
+                                                                               context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
     owner = FakeWorker(context, broker._settings.worker_bind_address, "owner", credits=1)
     other = FakeWorker(context, broker._settings.worker_bind_address, "other", credits=1)
@@ -162,7 +164,7 @@ async def test_a_reply_from_a_worker_the_request_is_not_recorded_on_is_dropped(t
 
 
 @run
-async def test_a_model_without_workers_answers_503_after_the_wait(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_a_model_without_workers_answers_503_after_the_wait(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
     with pytest.raises(Unavailable, match="WORKER_WAIT_SECONDS"):
         await broker.embed(MODEL, ["nobody home"])
@@ -170,7 +172,7 @@ async def test_a_model_without_workers_answers_503_after_the_wait(tmp_path, cont
 
 
 @run
-async def test_a_full_queue_answers_429_at_once(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_a_full_queue_answers_429_at_once(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context, MAX_QUEUE_PER_MODEL="2", WORKER_WAIT_SECONDS="5")
     waiting = [asyncio.create_task(broker.embed(MODEL, [str(i)])) for i in range(2)]
     await asyncio.sleep(0)
@@ -182,7 +184,7 @@ async def test_a_full_queue_answers_429_at_once(tmp_path, context) -> None:  # t
 
 
 @run
-async def test_a_request_past_its_deadline_gets_504_and_the_worker_a_cancel(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_a_request_past_its_deadline_gets_504_and_the_worker_a_cancel(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context, REQUEST_TIMEOUT_SECONDS="0.3")
     worker = FakeWorker(context, broker._settings.worker_bind_address, "slow")
     await worker.register()
@@ -200,7 +202,7 @@ async def test_a_request_past_its_deadline_gets_504_and_the_worker_a_cancel(tmp_
 
 
 @run
-async def test_an_unknown_peer_is_told_to_register_again(tmp_path, context) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unknown_peer_is_told_to_register_again(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
     stranger = FakeWorker(context, broker._settings.worker_bind_address, "stranger")
     await stranger.socket.send_multipart(encode(Cancel(request_id=1)))

@@ -68,7 +68,7 @@ def compute_thread(engine: FakeEngine, token_budget: int) -> Iterator[Pipes]:
     ours.bind(address)
     theirs.connect(address)
     inbox: Inbox = queue.SimpleQueue()
-    loop = ComputeLoop(engine, inbox, theirs, token_budget)  # type: ignore[arg-type]
+    loop = ComputeLoop(engine, inbox, theirs, token_budget)  # type: ignore[arg-type]  # a fake engine stands in for Engine
     thread = threading.Thread(target=loop.run, args=(0.0,), daemon=True)
     thread.start()
     try:
@@ -87,8 +87,8 @@ def _answers(pipes: Pipes, count: int) -> dict[int, object]:
         assert pipes.answers.poll(5000), f"no answer; got {answers}"
         envelope, *frames = pipes.answers.recv_multipart()
         message = decode(frames)
-        assert Finished.unpack(envelope).request_id == message.request_id  # type: ignore[union-attr]
-        answers[message.request_id] = message  # type: ignore[union-attr]
+        assert Finished.unpack(envelope).request_id == message.request_id  # type: ignore[union-attr]  # only Result and Failure come back
+        answers[message.request_id] = message  # type: ignore[union-attr]  # only Result and Failure come back
     return answers
 
 

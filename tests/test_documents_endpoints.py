@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.documents.packaging import ORIENTS
-from shared.schema import document_embeddings, documents, embeddings, sqlite_engine, text_hash
-from tests.conftest import MINILM, ReferenceEngine
+from shared.schema import database_engine, document_embeddings, documents, embeddings, text_hash
+from tests.conftest import BOTH_DATABASES, MINILM, ReferenceEngine, Store
 from tests.document_files import aes_encrypted_pdf, fpdf_pdf, ghostscript_pdf, image_only_pdf, png_image, prose
 from tests.harness import Service, running
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_DATABASES]
 
 UPLOAD_LIMIT_MB = 1
 ACCENTED_TEXT = (
@@ -40,9 +40,9 @@ ACCENTED_SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Any) -> Iterator[Service]:
+def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Any, database: Store) -> Iterator[Service]:
     with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM,
-                 MAX_UPLOAD_SIZE_MB=str(UPLOAD_LIMIT_MB)) as service:
+                 MAX_UPLOAD_SIZE_MB=str(UPLOAD_LIMIT_MB), **database.env()) as service:
         yield service
 
 
@@ -77,7 +77,7 @@ def unpack(response: httpx.Response, orient: str = "records") -> Answer:
 
 
 def row_counts(service: Service) -> dict[str, int]:
-    engine = sqlite_engine(service.data_dir / "llama_embeddings.sqlite", read_only=True)
+    engine = database_engine(service.database_url, read_only=True)
     try:
         with engine.connect() as connection:
             return {table.name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
@@ -89,7 +89,7 @@ def row_counts(service: Service) -> dict[str, int]:
 def stored_filenames(service: Service, **params: int) -> list[str]:
     response = httpx.get(f"{service.base_url}/get_all_stored_documents_with_embeddings/", params=params, timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()["documents"]  # type: ignore[no-any-return]
+    return response.json()["documents"]
 
 
 def wait_until_stored(service: Service, filename: str) -> None:
@@ -176,7 +176,7 @@ def test_every_sentence_row_points_at_its_document(service: Service) -> None:
     content = " ".join(sentences).encode()
     unpack(upload(service, content, "linked.txt"))
     wait_until_stored(service, "linked.txt")
-    engine = sqlite_engine(service.data_dir / "llama_embeddings.sqlite", read_only=True)
+    engine = database_engine(service.database_url, read_only=True)
     try:
         with engine.connect() as connection:
             document_id = connection.execute(select(documents.c.id).where(

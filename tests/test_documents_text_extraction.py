@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import os
+from typing import Callable
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_an_empty_file_is_refused_with_422() -> None:
 
 
 @pytest.mark.parametrize("make", [fpdf_pdf, ghostscript_pdf], ids=["fpdf2", "ghostscript"])
-def test_every_page_of_a_pdf_is_read(make) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_of_a_pdf_is_read(make: Callable[[list[str]], bytes]) -> None:
     text = pdf_text(make(["First page text.", "Second page text.", "Third page text."]))
     assert [line.strip() for line in text.splitlines() if line.strip()] == [
         "First page text.", "Second page text.", "Third page text."]

@@ -32,7 +32,7 @@ def message(batch_id: int, rows: list[EmbeddingRow], sentences: list[str], file_
 
 @pytest.fixture
 def store(tmp_path: Path) -> EmbeddingStore:
-    return EmbeddingStore(tmp_path / "db.sqlite", RetryPolicy(3, 0.01, 0.1))
+    return EmbeddingStore(f"sqlite:///{tmp_path / 'db.sqlite'}", RetryPolicy(3, 0.01, 0.1))
 
 
 def count(store_path: Path, table: Any) -> int:
@@ -42,7 +42,7 @@ def count(store_path: Path, table: Any) -> int:
 
 def document_ids(store_path: Path) -> dict[str, int | None]:
     with sqlite_engine(store_path, read_only=True).connect() as connection:
-        return dict(connection.execute(select(embeddings.c.text, embeddings.c.document_id)).all())  # type: ignore[arg-type]
+        return dict(connection.execute(select(embeddings.c.text, embeddings.c.document_id)).all())
 
 
 def test_a_document_its_results_and_its_new_sentence_rows_are_stored_together(store: EmbeddingStore, tmp_path: Path) -> None:

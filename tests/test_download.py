@@ -87,6 +87,7 @@ class RangeHandler(BaseHTTPRequestHandler):
 
 class FileServer(ThreadingHTTPServer):
     daemon_threads = True
+    server_address: tuple[str, int]  # bound to ("127.0.0.1", 0): an IPv4 (host, port)
     state: ServerState
 
 

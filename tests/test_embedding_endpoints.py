@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import MINILM, SMOLLM
+from tests.conftest import BOTH_DATABASES, MINILM, SMOLLM, Store
 from tests.harness import Service, running
 from tests.reference_bert import reference_embeddings
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_DATABASES]
 
 HELLO_WORLD_PREFIX = [-0.0345, 0.0309, 0.0067, 0.0261, -0.0394]
 VARIED_SENTENCES = [
@@ -156,9 +156,10 @@ def test_swagger_ui_is_served_at_the_root_without_internet(service: Service) -> 
     assert script.status_code == 200 and len(script.content) > 100_000
 
 
-def test_a_large_batch_is_shared_by_the_models_workers_in_input_order(tmp_path: Path, models_dir: Path) -> None:
+def test_a_large_batch_is_shared_by_the_models_workers_in_input_order(tmp_path: Path, models_dir: Path,
+                                                                      database: Store) -> None:
     texts = [f"batch sentence number {i} for two workers" for i in range(64)]
-    with running(tmp_path, models_dir, MODELS_TO_SERVE=MINILM, WORKERS_PER_MODEL="2") as service:
+    with running(tmp_path, models_dir, MODELS_TO_SERVE=MINILM, WORKERS_PER_MODEL="2", **database.env()) as service:
         service.wait_for(lambda: sum(w["state"] == "ready" for w in service.workers()) == 2, timeout=60,
                          message="two workers")
         with service.client() as client:

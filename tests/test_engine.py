@@ -27,10 +27,10 @@ class ChildEngine:
         self.max_tokens: int = self._child.get("max_tokens")
 
     def tokenize(self, text: str) -> list[int]:
-        return self._child.call("tokenize", text)  # type: ignore[no-any-return]
+        return self._child.call("tokenize", text)
 
     def embed(self, sequences: list[list[int]]) -> np.ndarray:
-        return self._child.call("embed", sequences)  # type: ignore[no-any-return]
+        return self._child.call("embed", sequences)
 
     def close(self) -> None:
         self._child.apply(Engine.close)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import httpx
 import pytest
 
 from benchmarks.chaos import run_chaos
-from tests.conftest import MINILM
+from shared.schema import database_engine
+from tests.conftest import BOTH_DATABASES, MINILM
 from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
@@ -30,9 +30,14 @@ async def _burst(base_url: str, texts: list[str], concurrency: int, deadline: fl
         return await asyncio.gather(*(one(t) for t in texts))
 
 
-def _stored(service: Service) -> set[str]:
-    with sqlite3.connect(service.data_dir / "llama_embeddings.sqlite") as connection:
-        return {row[0] for row in connection.execute("SELECT text FROM embeddings")}
+def stored_texts(service: Service) -> set[str]:
+    """Every text in the instance's database, read directly (SQLite or PostgreSQL)."""
+    engine = database_engine(service.database_url, read_only=True)
+    try:
+        with engine.connect() as connection:
+            return {row[0] for row in connection.exec_driver_sql("SELECT text FROM embeddings")}
+    finally:
+        engine.dispose()
 
 
 def _kill_after(pid: int, seconds: float) -> asyncio.Task[None]:
@@ -67,6 +72,7 @@ def test_a_worker_killed_during_200_concurrent_requests_leaves_none_hanging(mini
     assert minilm_service.embed("served by the replacement")["dimensions"] == 384
 
 
+@BOTH_DATABASES
 def test_a_writer_killed_during_a_burst_loses_no_row_a_client_received(minilm_service: Service) -> None:
     writer = next(row for row in minilm_service.status()["processes"] if row["role"] == "writer")
     texts = [f"writer crash sentence {i}" for i in range(300)]
@@ -80,7 +86,7 @@ def test_a_writer_killed_during_a_burst_loses_no_row_a_client_received(minilm_se
     results = asyncio.run(scenario())
     answered = {text for text, r in zip(texts, results) if isinstance(r, httpx.Response) and r.status_code == 200}
     assert len(answered) == len(texts)
-    minilm_service.wait_for(lambda: answered <= _stored(minilm_service), timeout=15,
+    minilm_service.wait_for(lambda: answered <= stored_texts(minilm_service), timeout=15,
                             message="every answered text in the database after the writer restarts")
     minilm_service.remember_pids()
     log = (minilm_service.data_dir / "logs" / "supervisor.log").read_text()
@@ -113,10 +119,10 @@ def test_rows_a_killed_gateway_answered_with_are_stored_by_its_successor(tmp_pat
         texts = [f"answered before the gateway died, number {i}" for i in range(20)]
         for text in texts:
             service.embed(text)
-        assert not set(texts) & _stored(service)  # still in the gateway, not yet in the database
+        assert not set(texts) & stored_texts(service)  # still in the gateway, not yet in the database
         gateway = next(row for row in service.status()["processes"] if row["role"] == "gateway")
         os.kill(gateway["pid"], signal.SIGKILL)
-        service.wait_for(lambda: set(texts) <= _stored(service), timeout=30,
+        service.wait_for(lambda: set(texts) <= stored_texts(service), timeout=30,
                          message="the successor gateway to hand the journaled rows to the writer")
         service.remember_pids()
 

@@ -37,7 +37,7 @@ def tokenizer(minilm_source_dir: Path) -> Tokenizer:
 
 
 def token_ids(tokenizer: Tokenizer, text: str) -> list[int]:
-    return tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[no-any-return]
+    return tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def original_vectors(service: Service, texts: list[str]) -> np.ndarray:
@@ -47,8 +47,9 @@ def original_vectors(service: Service, texts: list[str]) -> np.ndarray:
     return np.array(response.json()["embeddings"], dtype=np.float32)
 
 
-def floats(client: OpenAI, input: object, **options: object) -> np.ndarray:
-    response = client.embeddings.create(input=input, model=MINILM, encoding_format="float", **options)  # type: ignore[arg-type]
+def floats(client: OpenAI, input: str | list[str] | list[int] | list[list[int]],
+           dimensions: int | openai.Omit = openai.omit) -> np.ndarray:
+    response = client.embeddings.create(input=input, model=MINILM, encoding_format="float", dimensions=dimensions)
     return np.array([item.embedding for item in response.data], dtype=np.float32)
 
 

@@ -34,12 +34,12 @@ def settings(tmp_path: Path) -> Settings:
     settings = load_settings(config_file=tmp_path / "no-config.env",
                              overrides={"DATA_DIR": str(tmp_path), "SEARCH_INDEX_POLL_MS": "20",
                                         "SEARCH_TAIL_MAX_ROWS": "5"})
-    EmbeddingStore(settings.database_path, RetryPolicy(3, 0.01, 0.1)).close()  # creates the tables
+    EmbeddingStore(settings.database_url, RetryPolicy(3, 0.01, 0.1)).close()  # creates the tables
     return settings
 
 
 def store_rows(settings: Settings, rows: dict[str, np.ndarray]) -> None:
-    store = EmbeddingStore(settings.database_path, RetryPolicy(3, 0.01, 0.1))
+    store = EmbeddingStore(settings.database_url, RetryPolicy(3, 0.01, 0.1))
     store.insert_embeddings([EmbeddingRow(text, text_hash(text), MODEL, vector.tobytes(), 8)
                              for text, vector in rows.items()])
     store.close()
@@ -49,7 +49,7 @@ def save_index(settings: Settings) -> None:
     """What the writer's indexer does: every stored row into a saved exact index."""
     directory = model_index_dir(settings.index_dir, MODEL)
     index = ModelIndex.load(MODEL, directory) or ModelIndex.exact(MODEL, directory, 8)
-    source = EmbeddingSource(settings.database_path)
+    source = EmbeddingSource(settings.database_url)
     for chunk in source.chunks_after(MODEL, index.rows_covered, 8):
         index.add(chunk)
     source.close()
@@ -62,7 +62,7 @@ def computed(search: SearchIndexes, rows: dict[str, np.ndarray]) -> None:
 
 def run(settings: Settings, body: Callable[[SearchIndexes], Awaitable[None]]) -> None:
     async def main() -> None:
-        database = ReadOnlyDatabase(settings.database_path)
+        database = ReadOnlyDatabase(settings.database_url)
         search = SearchIndexes(settings, (MODEL,), database)
         await search.start()
         try:

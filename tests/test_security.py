@@ -22,8 +22,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
         yield service
 
 
-def _embed(service: Service, **kwargs: object) -> httpx.Response:
-    return httpx.post(f"{service.base_url}/get_embedding_vector/", json={"text": "secret"}, timeout=60, **kwargs)  # type: ignore[arg-type]
+def _embed(service: Service, *, headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{service.base_url}/get_embedding_vector/", json={"text": "secret"}, timeout=60, headers=headers,
+                      params=params)
 
 
 def test_a_request_without_a_token_gets_401(secured: Service) -> None:

@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 
 from shared.index_manifest import IndexManifest, model_index_dir, read_manifest
-from tests.conftest import MINILM
+from tests.conftest import BOTH_DATABASES, MINILM, Store
 from tests.harness import Service, running
 from tests.search_cases import CASES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_DATABASES]
 
 SIMILARITY = "/compute_similarity_between_strings/"
 SEARCH = "/get_most_similar_string_from_database/"
 
 
 @pytest.fixture(scope="module")
-def minilm(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Service]:
+def minilm(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, database: Store) -> Iterator[Service]:
     """The default model alone, shared by the tests of this module that only add strings."""
-    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM) as service:
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM, **database.env()) as service:
         yield service
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from pathlib import Path
 
 import zmq
 
 from shared.lifecycle import StopFlag
-from shared.protocol import Fatal, Ready, decode
+from shared.protocol import Fatal, Message, Ready, decode
 from shared.settings import load_settings
+from workers.embedder.compute import Inbox
 from workers.embedder.engine import EngineConfig
 from workers.embedder.io_loop import WorkerIdentity, run_io_loop
 
@@ -22,12 +24,13 @@ def test_a_dead_compute_thread_makes_the_worker_say_fatal_and_end(tmp_path: Path
     gateway = context.socket(zmq.ROUTER)
     gateway.bind(address)
     pipe = context.socket(zmq.PAIR)  # the compute thread's end is never there: it "died"
+    inbox: Inbox = queue.SimpleQueue()
     ready = Ready(model="m", worker_id=1, pid=os.getpid(), dimensions=2, max_tokens=8, credits=8, threads=1)
     outcome: list[BaseException] = []
 
     def io_thread() -> None:
         try:
-            run_io_loop(settings, StopFlag(), WorkerIdentity("m", 1, os.getpid()), ready, context, pipe,
+            run_io_loop(settings, StopFlag(), WorkerIdentity("m", 1, os.getpid()), ready, context, inbox, pipe,
                      EngineConfig("m.gguf", "mean", 8, threads=1, token_budget=8), compute_alive=lambda: False)
         except BaseException as exc:  # the test inspects what ended the loop
             outcome.append(exc)
@@ -35,7 +38,7 @@ def test_a_dead_compute_thread_makes_the_worker_say_fatal_and_end(tmp_path: Path
     thread = threading.Thread(target=io_thread, daemon=True)
     thread.start()
     try:
-        heard = []
+        heard: list[Message] = []
         while len(heard) < 2:
             assert gateway.poll(5000), f"the worker went silent after {heard}"
             heard.append(decode(gateway.recv_multipart()[1:]))

@@ -37,7 +37,7 @@ def clustered_vectors(count: int, seed: int, clusters: int = 20) -> np.ndarray:
 
 
 def insert(settings: Settings, vectors: np.ndarray, prefix: str) -> None:
-    store = EmbeddingStore(settings.database_path, RetryPolicy(3, 0.01, 0.1))
+    store = EmbeddingStore(settings.database_url, RetryPolicy(3, 0.01, 0.1))
     rows = [EmbeddingRow(f"{prefix} {number}", text_hash(f"{prefix} {number}"), MODEL, vector.tobytes(), DIMENSIONS)
             for number, vector in enumerate(vectors)]
     store.insert_embeddings(rows)
@@ -124,7 +124,9 @@ def test_only_the_current_and_previous_generation_files_are_kept(settings: Setti
         for batch in range(4):
             insert(settings, clustered_vectors(3, seed=batch), f"batch {batch}")
             indexer.rows_committed([MODEL])
-            wait_for_manifest(settings, lambda m, expected=3 * (batch + 1): m.count == expected)
+            def reached(m: IndexManifest, expected: int = 3 * (batch + 1)) -> bool:
+                return m.count == expected
+            wait_for_manifest(settings, reached)
     files = sorted(path.name for path in model_index_dir(settings.index_dir, MODEL).glob("index-*"))
     assert len(files) == 2
 
@@ -137,7 +139,7 @@ def test_above_the_threshold_the_index_is_approximate_with_recall_of_at_least_09
         manifest = wait_for_manifest(settings, lambda m: m.count == 3000)
     assert manifest.kind == APPROXIMATE and manifest.lists == round(3000 ** 0.5)
     index = open_saved(settings, manifest)
-    index.nprobe = settings.search_ivf_nprobe
+    faiss.extract_index_ivf(index).nprobe = settings.search_ivf_nprobe
     queries = vectors[:100]
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1  # ids start at 1
     _, found = index.search(queries, 10)

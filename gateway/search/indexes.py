@@ -150,6 +150,8 @@ class SearchIndexes:
             for model in self._models:
                 try:
                     await self._refresh(model)
+                except Unavailable as exc:  # the database is down: expected while it restarts, no traceback
+                    log.warning("could not refresh the search index of %s: %s", model, exc.detail)
                 except Exception:
                     log.exception("could not refresh the search index of %s; retrying", model)
                 finally:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import zmq
 
+from shared.curve import secure_client
 from shared.lifecycle import StopFlag
 from shared.protocol import (
     Bye,
@@ -136,6 +137,7 @@ def _connect(context: zmq.Context, settings: Settings, identity: WorkerIdentity,
     dealer = context.socket(zmq.DEALER)
     dealer.setsockopt(zmq.ROUTING_ID, identity.routing_id())
     dealer.setsockopt(zmq.LINGER, 0)
+    secure_client(dealer, settings.worker_connect_address, settings.cluster_secret)
     dealer.connect(settings.worker_connect_address)
     dealer.send_multipart(encode(ready))
     return dealer

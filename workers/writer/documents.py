@@ -9,11 +9,10 @@ keeps that one: `embeddings.document_id` names the first document a sentence was
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 
 from shared.protocol import DocumentWrite
-from shared.schema import document_embeddings, documents, embeddings, parameter_chunks
+from shared.schema import document_embeddings, documents, embeddings, insert_ignoring_duplicates, parameter_chunks
 from workers.writer.store import EmbeddingStore, column_time, embedding_values
 
 
@@ -25,23 +24,23 @@ def write_document(store: EmbeddingStore, message: DocumentWrite) -> int:
 def _write(connection: Connection, message: DocumentWrite) -> int:
     document = message.document
     model = document.model_name
-    connection.execute(insert(documents).values(
+    connection.execute(insert_ignoring_duplicates(connection, documents, ["document_hash", "model_name"]).values(
         model_name=model, document_hash=document.file_hash, filename=document.filename,
         mimetype=document.mimetype, sentence_count=document.sentence_count,
         created_at=column_time(document.response_time),
-    ).on_conflict_do_nothing(index_elements=["document_hash", "model_name"]))
+    ))
     document_id = connection.execute(select(documents.c.id).where(
         documents.c.document_hash == document.file_hash, documents.c.model_name == model)).scalar_one()
-    connection.execute(insert(document_embeddings).values(
+    connection.execute(insert_ignoring_duplicates(connection, document_embeddings, ["file_hash", "model_name"]).values(
         document_id=document_id, filename=document.filename, mimetype=document.mimetype,
         file_hash=document.file_hash, model_name=model, file_data=document.file_data,
         document_embedding_results_json=document.results, ip_address=document.ip_address,
         request_time=column_time(document.request_time), response_time=column_time(document.response_time),
         total_time=document.total_time,
-    ).on_conflict_do_nothing(index_elements=["file_hash", "model_name"]))
+    ))
     inserted = 0
     if message.rows:
-        statement = insert(embeddings).on_conflict_do_nothing(index_elements=["text_hash", "model_name"])
+        statement = insert_ignoring_duplicates(connection, embeddings, ["text_hash", "model_name"])
         values = [{**embedding_values(row), "document_id": document_id} for row in message.rows]
         inserted = connection.execute(statement, values).rowcount or 0
     for chunk in parameter_chunks(message.text_hashes):

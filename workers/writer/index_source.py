@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import func, select, text
 
-from shared.schema import embeddings, sqlite_engine
+from shared.schema import database_engine, embeddings
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +30,8 @@ class VectorChunk:
 class EmbeddingSource:
     """The indexer's own read-only access to the committed vectors, per model and in id order."""
 
-    def __init__(self, database_path: Path, chunk_rows: int = 50_000) -> None:
-        self._engine = sqlite_engine(database_path, read_only=True)
+    def __init__(self, database_url: str, chunk_rows: int = 50_000) -> None:
+        self._engine = database_engine(database_url, read_only=True)
         self._chunk_rows = chunk_rows
 
     def models(self) -> list[str]:
@@ -80,8 +79,9 @@ class EmbeddingSource:
 
         The filter reads only the (model_name, id) index, so rows not chosen cost no blob read.
         """
-        query = text("SELECT id, embedding FROM embeddings WHERE model_name = :model AND id <= :up_to "
-                     "AND abs(random()) % :every = 0")
+        # random(): an integer in SQLite, a float in [0, 1) in PostgreSQL.
+        chosen = "random() < 1.0 / :every" if self._engine.dialect.name == "postgresql" else "abs(random()) % :every = 0"
+        query = text(f"SELECT id, embedding FROM embeddings WHERE model_name = :model AND id <= :up_to AND {chosen}")
         with self._engine.connect() as connection:
             rows = connection.execute(query, {"model": model, "up_to": up_to_id, "every": max(1, every)}).all()
         return _chunk(rows, dimensions, model).vectors

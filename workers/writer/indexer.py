@@ -40,7 +40,7 @@ class Indexer:
     """The writer's indexing thread: keeps each model's FAISS index in step with committed rows, and saves it paced."""
 
     def __init__(self, settings: Settings) -> None:
-        self._database_path = settings.database_path
+        self._database_url = settings.database_url
         self._root = settings.index_dir
         self._policy = IndexPolicy(settings.search_approximate_above, settings.search_ivf_lists)
         self._save_interval = settings.search_index_save_interval_ms / 1000
@@ -75,7 +75,7 @@ class Indexer:
         # add gains nothing from more threads and, measured on this busy 2-core machine, a 128-row IVF add took
         # 20 ms with 2 threads (waiting at OpenMP barriers) against 2.3 ms with 1.
         faiss.omp_set_num_threads(1)
-        source = EmbeddingSource(self._database_path)
+        source = EmbeddingSource(self._database_url)
         try:
             self._guarded("every model", self._discover, source)
             next_sweep = time.monotonic()

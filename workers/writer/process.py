@@ -3,6 +3,9 @@
 Rows arrive already grouped by the gateway; the writer merges whatever arrived within DB_FLUSH_INTERVAL_MS
 (or up to DB_WRITE_BATCH_SIZE rows) into one transaction, because SQLite's cost is per commit, not per row.
 An ACK is sent only after the commit, so the gateway re-sends anything a killed writer had not committed.
+A database that stops answering (PostgreSQL restarting, SQLite locked past every retry) does not kill the
+writer: it keeps what it holds, retries every second and goes on receiving, so nothing is lost
+and the gateway learns of the outage only as ACKs that come late.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 
 import zmq
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from shared.curve import check_bind, secure_server, start_authenticator, watch_handshakes
 from shared.lifecycle import StopFlag
 from shared.protocol import Ack, DocumentWrite, Ping, Pong, ProtocolError, Status, Write, decode, encode
 from shared.settings import Settings
@@ -25,29 +30,45 @@ from workers.writer.store import EmbeddingStore, RetryPolicy
 log = logging.getLogger(__name__)
 
 
+_RETRY_SECONDS = 1.0  # between commits tried while the database does not answer
+
+
 @dataclass
 class _Pending:
     batches: list[tuple[bytes, Write | DocumentWrite]] = field(default_factory=list)
     rows: int = 0
     since: float = 0.0
+    _held: set[tuple[bytes, int]] = field(default_factory=set)
 
     def add(self, identity: bytes, message: Write | DocumentWrite) -> None:
+        if (identity, message.batch_id) in self._held:
+            return  # the gateway re-sent a batch still waiting here (its ACK was late): once is enough
         if not self.batches:
             self.since = time.monotonic()
+        self._held.add((identity, message.batch_id))
         self.batches.append((identity, message))
         self.rows += len(message.rows)
+
+
+def _database_down(exc: DBAPIError) -> bool:
+    """A failure that passes when the database is back, as opposed to a statement that can never succeed."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
 
 
 def run_writer(settings: Settings, stop: StopFlag) -> None:
     """The writer process until `stop`: commit the batches that arrive in groups, acknowledge each after commit."""
     store = EmbeddingStore(
-        settings.database_path,
+        settings.database_url,
         RetryPolicy(settings.max_retries, settings.retry_delay_base_seconds, settings.jitter_factor),
     )
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
     socket.setsockopt(zmq.LINGER, 0)
-    socket.bind(settings.writer_address)
+    check_bind("WRITER_BIND_ADDRESS", settings.writer_bind_address, settings.cluster_secret)
+    authenticator = start_authenticator(context, settings.cluster_secret)
+    secure_server(socket, settings.writer_bind_address, settings.cluster_secret)
+    socket.bind(settings.writer_bind_address)
+    watch_handshakes(socket, settings.writer_bind_address, settings.cluster_secret, "writer")
     reporter = StatusReporter(context, settings.events_address)
     indexer = Indexer(settings)  # a thread: indexing never delays a commit or its ACK
     indexer.start()
@@ -55,10 +76,13 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     committed = 0
     flush_interval = settings.db_flush_interval_ms / 1000
     next_status = 0.0
-    log.info("writer ready on %s, database %s", settings.writer_address, settings.database_path)
+    retry_at = 0.0
+    down_since: float | None = None
+    log.info("writer ready on %s, database %s", settings.writer_bind_address, settings.database_label)
     try:
         while not stop.is_set():
-            timeout_ms = 100 if not pending.batches else max(0, int((pending.since + flush_interval - time.monotonic()) * 1000))
+            flush_at = max(pending.since + flush_interval, retry_at)
+            timeout_ms = 100 if not pending.batches else max(0, int((flush_at - time.monotonic()) * 1000))
             if socket.poll(timeout_ms):
                 while True:
                     try:
@@ -77,20 +101,38 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
             due = pending.batches and (
                 pending.rows >= settings.db_write_batch_size or time.monotonic() - pending.since >= flush_interval
             )
-            if due:
-                committed += _flush(store, socket, pending, indexer)
-                pending = _Pending()
+            if due and time.monotonic() >= retry_at:
+                try:
+                    committed += _flush(store, socket, pending, indexer)
+                except DBAPIError as exc:
+                    if not _database_down(exc):
+                        raise
+                    if down_since is None:
+                        down_since = time.monotonic()
+                    log.warning("the database did not take %d rows (%s); holding them, retrying in %.0fs",
+                                pending.rows, str(exc).splitlines()[0][:200], _RETRY_SECONDS)
+                    retry_at = time.monotonic() + _RETRY_SECONDS
+                else:
+                    if down_since is not None:
+                        log.info("the database answers again after %.1fs", time.monotonic() - down_since)
+                        down_since = None
+                    pending = _Pending()
             if time.monotonic() >= next_status:
                 reporter.send(Status(role="writer", pid=os.getpid(), state="ready",
                                      counters={"committed_rows": committed, "pending_rows": pending.rows}))
                 next_status = time.monotonic() + 1.0
         if pending.batches:
-            committed += _flush(store, socket, pending, indexer)
+            try:
+                committed += _flush(store, socket, pending, indexer)
+            except DBAPIError as exc:  # not acknowledged: the gateway re-sends them to the next writer
+                log.warning("stopping with %d rows the database did not take: %s", pending.rows, exc)
     finally:
         log.info("writer stopping; %d rows committed in this run", committed)
         indexer.stop(timeout=settings.stop_timeout_seconds / 2)
         reporter.close()
         socket.close(linger=0)
+        if authenticator is not None:
+            authenticator.stop()
         context.term()
         store.close()
 

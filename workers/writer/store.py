@@ -7,15 +7,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from shared.protocol import EmbeddingRow
-from shared.schema import embeddings, metadata, sqlite_engine
+from shared.schema import database_engine, embeddings, insert_ignoring_duplicates, metadata
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,8 +68,8 @@ def embedding_values(row: EmbeddingRow) -> dict[str, Any]:
 class EmbeddingStore:
     """Owns the only read-write connection to the database."""
 
-    def __init__(self, path: Path, retry: RetryPolicy) -> None:
-        self._engine = sqlite_engine(path)
+    def __init__(self, database_url: str, retry: RetryPolicy) -> None:
+        self._engine = database_engine(database_url)
         self._retry = retry
         metadata.create_all(self._engine)
 
@@ -80,7 +78,7 @@ class EmbeddingStore:
         if not rows:
             return 0
         values = [embedding_values(row) for row in rows]
-        statement = insert(embeddings).on_conflict_do_nothing(index_elements=["text_hash", "model_name"])
+        statement = insert_ignoring_duplicates(self._engine, embeddings, ["text_hash", "model_name"])
 
         def write() -> int:
             with self._engine.begin() as connection:
