@@ -52,6 +52,7 @@ def curve_keys(secret: str) -> CurveKeys:
 
 
 def is_tcp(address: str) -> bool:
+    """True for a tcp:// endpoint: the only transport other hosts can reach, so the only one CURVE guards."""
     return address.startswith("tcp://")
 
 

@@ -118,6 +118,7 @@ def first_column_page(engine: Engine, query: Select[Any], offset: int, limit: in
 
 
 def is_sqlite(url: str) -> bool:
+    """True when `url` names a SQLite database (any sqlite driver); otherwise it is PostgreSQL."""
     return url.startswith("sqlite")
 
 
