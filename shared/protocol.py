@@ -233,7 +233,7 @@ class Status:
     KIND: ClassVar[Kind] = Kind.STATUS
     role: str  # "gateway", "writer" or "worker"
     pid: int
-    state: str  # "ready", "leaving" or "failed"
+    state: str  # "ready", "leaving" or "failed"; a worker: "registering" until a gateway has answered it
     model: str = ""
     worker_id: int = 0
     counters: dict[str, int] = field(default_factory=dict)

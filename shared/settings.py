@@ -37,6 +37,7 @@ class Settings:
     default_model_name: str
     default_models: tuple[str, ...]
     models_to_serve: tuple[str, ...]
+    roles: tuple[str, ...]  # what this host runs: gateway, writer, workers (supervision/roles.py)
     workers_per_model: int  # 0: "auto", one-thread workers filling the thread budget (supervision/allotment.py)
     worker_threads_total: int
     allow_thread_oversubscription: bool
@@ -169,6 +170,7 @@ class _Sources(BaseSettings):
     default_model_name: str = "all-minilm-l6-v2"
     default_models: str = "all-minilm-l6-v2,smollm2-135m-instruct"
     models_to_serve: str = ""
+    roles: str = "gateway,writer,workers"
     workers_per_model: WorkerCount = 0
     worker_threads_total: int = Field(default_factory=lambda: os.cpu_count() or 1)
     allow_thread_oversubscription: Flag = False
@@ -234,7 +236,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
     models_dir = (PROJECT_ROOT / Path(raw.models_dir or str(data_dir / "models")).expanduser()).resolve()
     worker_bind = raw.worker_bind_address or f"ipc://{data_dir / 'run' / 'workers.sock'}"
     writer_bind = raw.writer_bind_address or f"ipc://{data_dir / 'run' / 'writer.sock'}"
-    fields = raw.model_dump(exclude={"data_dir", "models_dir", "database_url", "default_models", "models_to_serve",
+    fields = raw.model_dump(exclude={"data_dir", "models_dir", "database_url", "default_models", "models_to_serve", "roles",
                                      "worker_bind_address", "worker_connect_address", "writer_bind_address",
                                      "writer_connect_address", "max_request_body_mb",
                                      "ramdisk_path", "log_level"})
@@ -245,6 +247,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         database_url=_database_url(raw.database_url or f"sqlite:///{data_dir / 'llama_embeddings.sqlite'}"),
         default_models=_csv(raw.default_models),
         models_to_serve=_csv(raw.models_to_serve),
+        roles=_csv(raw.roles),
         worker_bind_address=worker_bind,
         worker_connect_address=raw.worker_connect_address or worker_bind.replace("*", "127.0.0.1"),
         writer_bind_address=writer_bind,

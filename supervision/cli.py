@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,13 +25,21 @@ from supervision.allotment import default_workers_per_model
 from supervision.children import child_environment, pid_file
 from supervision.ramdisk.cli_side import add_parser as add_ramdisk_parser
 from supervision.ramdisk.cli_side import check_before_start, cmd_ramdisk, serve_from_ramdisk_at_start
+from supervision.roles import RolesRefused, check_roles, runs
 from supervision.supervisor import Desired, Supervisor
 
 log = logging.getLogger("supervisor")
 
 
 def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
-    """One worker set per served model: MODELS_TO_SERVE, or every installed model."""
+    """One worker set per served model: MODELS_TO_SERVE, or every installed model.
+
+    A host without workers serves the models the workers elsewhere load (MODELS_TO_SERVE, or the default models)
+    and needs no model file; its counts are 0 and no worker is started."""
+    if not runs(settings, "workers"):
+        names = list(settings.models_to_serve or settings.default_models)
+        return Desired(workers=dict.fromkeys(names, 0),
+                       model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in names})
     names = list(settings.models_to_serve) or [entry.name for entry in catalogue.installed(settings.models_dir)]
     missing = [name for name in names if not catalogue[name].is_installed(settings.models_dir)]
     if missing:
@@ -46,7 +55,7 @@ def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
 
 def _settings_env(settings: Settings) -> dict[str, str]:
     return {"DATA_DIR": str(settings.data_dir), "MODELS_DIR": str(settings.models_dir),
-            "DATABASE_URL": settings.database_url}
+            "DATABASE_URL": settings.database_url, "ROLES": ",".join(settings.roles)}
 
 
 def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
@@ -58,16 +67,20 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
         print(f"already running for DATA_DIR {settings.data_dir}", file=sys.stderr)
         return 1
     try:
-        check_bind("WORKER_BIND_ADDRESS", settings.worker_bind_address, settings.cluster_secret)
-        check_bind("WRITER_BIND_ADDRESS", settings.writer_bind_address, settings.cluster_secret)
-    except OpenBindRefused as exc:
+        check_roles(settings)
+        if runs(settings, "gateway"):
+            check_bind("WORKER_BIND_ADDRESS", settings.worker_bind_address, settings.cluster_secret)
+        if runs(settings, "writer"):
+            check_bind("WRITER_BIND_ADDRESS", settings.writer_bind_address, settings.cluster_secret)
+    except (OpenBindRefused, RolesRefused) as exc:
         print(f"not started: {exc}", file=sys.stderr)
         return 1
     from modelstore.install import ensure_installed
 
     catalogue = load_catalogue(settings.models_dir)
-    ensure_installed(settings.default_models, settings.models_dir, catalogue)
-    check_before_start(settings, _desired(settings, catalogue))  # fail here, in the user's terminal, on a bad configuration
+    if runs(settings, "workers"):
+        ensure_installed(settings.default_models, settings.models_dir, catalogue)
+        check_before_start(settings, _desired(settings, catalogue))  # fail here, in the user's terminal
     if args.foreground:
         return _run(settings, foreground=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +99,9 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
             time.sleep(0.2)
             continue
         if status["ready"]:
-            print(f"ready: http://{settings.listen_host}:{settings.listen_port}/ (supervisor pid {process.pid})")
+            where = (f"http://{settings.listen_host}:{settings.listen_port}/" if runs(settings, "gateway")
+                     else f"workers registered with {settings.worker_connect_address}")
+            print(f"ready: {where} (supervisor pid {process.pid})")
             return 0
         time.sleep(0.2)
     print(f"not ready after STARTUP_TIMEOUT_SECONDS={settings.startup_timeout_seconds:g}; stopping", file=sys.stderr)
@@ -204,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="prepare default models, start every process, wait until ready")
     start.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    start.add_argument("--roles", help="what this host runs, of gateway,writer,workers (default: ROLES, all three)")
     commands.add_parser("run", help=argparse.SUPPRESS)
     commands.add_parser("stop", help="stop every process of this instance (DATA_DIR)")
     status = commands.add_parser("status", help="role, model, pid, state, memory and requests of each process")
@@ -222,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     add_ramdisk_parser(commands)
     args = parser.parse_args(argv)
     settings = load_settings()
+    if getattr(args, "roles", None):
+        settings = dataclasses.replace(settings, roles=tuple(role.strip() for role in args.roles.split(",") if role))
     if args.command == "run":
         return _run(settings, foreground=False)
     handlers = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "scale": cmd_scale,

@@ -27,6 +27,7 @@ from supervision.backoff import BackoffPolicy, RestartHistory
 from supervision.children import Child, ChildSpec, spawn, worker_slot_key, worker_slots_prefix
 from supervision.mappings import mapped_files
 from supervision.ramdisk.supervisor_side import RamDiskControl
+from supervision.roles import runs
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 0.5
@@ -111,6 +112,11 @@ class Supervisor:
                 for child in self._children:
                     if child.spec.role == "worker" and child.pid in registered:
                         child.ready = True
+            elif message.role == "worker" and not runs(self._settings, "gateway"):
+                # No gateway here to confirm the registration: the worker's word that a gateway answers it.
+                for child in self._children:
+                    if child.pid == message.pid:
+                        child.ready = message.state == "ready"
 
     # ---- reconcile -------------------------------------------------------------------------------------------
     def _reconcile(self) -> None:
@@ -120,9 +126,11 @@ class Supervisor:
             if child.stopping_since is not None and now - child.stopping_since > self._settings.stop_timeout_seconds:
                 log.warning("%s (pid %d) did not stop in time; killing it", child.spec.name, child.pid)
                 child.kill()
-        writer = self._ensure_single("writer", now, after=None)
-        self._ensure_single("gateway", now, after=writer)
-        self._reconcile_workers(now)
+        if runs(self._settings, "writer"):  # the gateway and the writer come together (supervision/roles.py)
+            writer = self._ensure_single("writer", now, after=None)
+            self._ensure_single("gateway", now, after=writer)
+        if runs(self._settings, "workers"):
+            self._reconcile_workers(now)
         self._ramdisk.reconcile(self._children)
 
     def _slot_history(self, slot: str) -> RestartHistory:
@@ -229,6 +237,9 @@ class Supervisor:
             self._stopping = True
             return ControlReply(data={"stopping": True, "pid": os.getpid()})
         if request.command == "scale":
+            if not runs(self._settings, "workers"):
+                raise ValueError(f"this host runs no workers (ROLES={','.join(self._settings.roles)}); scale them "
+                                 "on the host that does")
             model, count = str(request.arguments["model"]), int(request.arguments["count"])
             if model not in self._desired.workers:
                 raise ValueError(f"model {model!r} is not served; served models: {', '.join(self._served)}")
@@ -280,11 +291,12 @@ class Supervisor:
             sum(1 for r in rows if r["model"] == model and r["state"] == "ready") >= count
             for model, count in self._desired.workers.items() if model not in self._failed_models)
         roles = {r["role"] for r in rows if r["state"] == "ready"}
+        expected = {"writer", "gateway"} & set(self._settings.roles)
         running = {child.spec.slot_key for child in self._children}
         waiting = [{"slot": key, **self._history_fields(key, now)} for key, history in sorted(self._history.items())
                    if key not in running and history.wait_left(now) is not None]
         return {"pid": os.getpid(), "port": self._settings.listen_port, "data_dir": str(self._settings.data_dir),
-                "processes": rows, "ready": ready and {"writer", "gateway"} <= roles,
+                "processes": rows, "ready": ready and expected <= roles, "roles": list(self._settings.roles),
                 "desired": dict(self._desired.workers), "failed_models": dict(self._failed_models),
                 "waiting_to_restart": waiting,
                 "restarts": {key: history.restarts for key, history in self._history.items() if history.restarts}}
@@ -299,7 +311,11 @@ class Supervisor:
                 "next_restart_in": history.wait_left(now)}
 
     def model_health(self) -> list[ModelHealth]:
-        """Each served model as the gateway explains it when it has no live worker."""
+        """Each served model as the gateway explains it when it has no live worker.
+
+        Nothing when the workers run on other hosts: this supervisor cannot say why they are missing."""
+        if not runs(self._settings, "workers"):
+            return []
         now = time.monotonic()
         report = []
         for model, count in sorted(self._desired.workers.items()):

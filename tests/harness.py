@@ -32,6 +32,8 @@ class Service:
     env_overrides: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     known_pids: set[int] = field(default_factory=set)
+    host: str = "127.0.0.1"  # where the gateway listens (an address inside a test's network namespace, say)
+    launcher: tuple[str, ...] = ()  # put before every command: `ip netns exec NAME` runs the host elsewhere
 
     @property
     def database_url(self) -> str:
@@ -40,7 +42,7 @@ class Service:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -49,7 +51,7 @@ class Service:
             "DATA_DIR": str(self.data_dir),
             "MODELS_DIR": str(self.models_dir),
             "LLAMA_EMBEDDING_SERVER_LISTEN_PORT": str(self.port),
-            "LLAMA_EMBEDDING_SERVER_LISTEN_HOST": "127.0.0.1",
+            "LLAMA_EMBEDDING_SERVER_LISTEN_HOST": self.host,
             "LLAMA_EMBEDDINGS_CONFIG": str(self.data_dir / "no-config.env"),
             # One worker per model unless a test says otherwise: many tests name "the" worker. The default
             # (auto) has its own test in test_supervisor.py.
@@ -59,7 +61,7 @@ class Service:
         return env
 
     def cli(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, str(PROJECT_ROOT / "supervisor.py"), *args], env=self.env,
+        result = subprocess.run([*self.launcher, sys.executable, str(PROJECT_ROOT / "supervisor.py"), *args], env=self.env,
                                 cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"supervisor.py {' '.join(args)} failed ({result.returncode}):\n"

@@ -32,6 +32,9 @@ class PostgresCluster:
     bin_dir: Path
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="les-postgres-")))
+    host: str = "127.0.0.1"  # where it listens, and the address in the URLs it gives
+    launcher: tuple[str, ...] = ()  # `ip netns exec NAME`: the server runs on a test's host of its own
+    clients: str = ""  # a network (CIDR) whose clients are trusted besides loopback
     _databases: int = 0
 
     @property
@@ -42,17 +45,21 @@ class PostgresCluster:
         command = [str(self.bin_dir / argv[0]), *argv[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", _OWNER, "--", *command]
+        command = [*self.launcher, *command]
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
 
     def start(self) -> PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, _OWNER, _OWNER)
         self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        if self.clients:
+            with (self.data_dir / "pg_hba.conf").open("a") as rules:
+                rules.write(f"host all all {self.clients} trust\n")
         self._pg_ctl("start")
         return self
 
     def _pg_ctl(self, action: str) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off"
         self._run("pg_ctl", action, "-D", str(self.data_dir), "-w", "-t", "60", "-m", "fast",
                   "-l", str(self.root / "server.log"), "-o", options)
 
@@ -68,9 +75,9 @@ class PostgresCluster:
         """A new, empty database, as the DATABASE_URL the service takes."""
         self._databases += 1
         name = f"les_{self._databases}"
-        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+        self._run("psql", "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
                   "-c", f"CREATE DATABASE {name}")
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/{name}"
 
     def close(self) -> None:
         self.stop_server()

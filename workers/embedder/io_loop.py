@@ -61,6 +61,7 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
     reporter = StatusReporter(context, settings.events_address)
     dealer = _connect(context, settings, identity, ready)
     gateway_seen = time.monotonic()
+    registered = False  # heard from the gateway since the last (re)connect: it knows this worker
     last_sent = time.monotonic()
     in_flight: set[int] = set()
     counters = {"requests": 0, "texts": 0, "tokens": 0}
@@ -89,6 +90,7 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
                 while dealer.poll(0):
                     frames = dealer.recv_multipart()
                     gateway_seen = time.monotonic()
+                    registered = True
                     if kind_of(frames) not in (Kind.EMBED, Kind.CANCEL, Kind.REREGISTER):
                         continue  # a heartbeat: being heard was all it had to say
                     message = _work(frames)
@@ -123,8 +125,10 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
                 dealer = _connect(context, settings, identity, ready)
                 poller.register(dealer, zmq.POLLIN)
                 gateway_seen = now
+                registered = False
             if now >= next_status:
-                reporter.send(Status(role="worker", pid=identity.pid, state="leaving" if leaving_since else "ready",
+                state = "leaving" if leaving_since else ("ready" if registered else "registering")
+                reporter.send(Status(role="worker", pid=identity.pid, state=state,
                                      model=identity.model, worker_id=identity.worker_id, counters=dict(counters),
                                      mapped_from=config.model_path, weight_repack=config.weight_repack))
                 next_status = now + 1.0

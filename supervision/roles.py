@@ -1,0 +1,40 @@
+"""Which processes this host runs: `ROLES` (or `start --roles`), for an instance spread over several hosts.
+
+    host 1: supervisor.py start --roles gateway,writer     (HTTP, the broker, the writer, the search indexes)
+    host 2: supervisor.py start --roles workers            (WORKER_CONNECT_ADDRESS=tcp://host-1:5557)
+    host 3: PostgreSQL                                     (DATABASE_URL on host 1)
+
+The gateway and the writer stay together: the gateway memory-maps the FAISS index files the writer saves
+under its DATA_DIR, and with SQLite it reads the writer's file. A host with workers only has no gateway to
+register with locally, so it must be told where one is.
+"""
+
+from __future__ import annotations
+
+from shared.curve import is_tcp
+from shared.settings import Settings
+
+ALL_ROLES = ("gateway", "writer", "workers")
+
+
+class RolesRefused(ValueError):
+    """A set of roles this host cannot run as configured; the message says what to change."""
+
+
+def check_roles(settings: Settings) -> None:
+    """Refuse role sets that cannot work, before anything starts."""
+    roles = set(settings.roles)
+    unknown = roles - set(ALL_ROLES)
+    if unknown or not roles:
+        raise RolesRefused(f"ROLES={','.join(settings.roles)}: choose from {', '.join(ALL_ROLES)}")
+    if ("gateway" in roles) != ("writer" in roles):
+        raise RolesRefused("the gateway and the writer run on the same host (the gateway maps the search indexes "
+                           "the writer saves): give both roles, or neither")
+    if roles == {"workers"} and not is_tcp(settings.worker_connect_address):
+        raise RolesRefused("a host with workers only connects to a gateway elsewhere: set "
+                           "WORKER_CONNECT_ADDRESS=tcp://gateway-host:port (and CLUSTER_SECRET)")
+
+
+def runs(settings: Settings, role: str) -> bool:
+    """True when this host runs `role`."""
+    return role in settings.roles
