@@ -34,8 +34,8 @@ MODELS = ("all-minilm-l6-v2", "smollm2-135m-instruct")
 def embed_all(engine: Engine, texts: list[str], token_budget: int) -> float:
     """Texts/s through the engine, grouped by the worker's own batcher under the token budget."""
     queue = TextQueue(token_budget, engine.max_sequences)
-    queue.extend(Item(request_id=index, index=0, tokens=engine.tokenize(text)) for index, text in enumerate(texts))
-    live = range(len(texts))
+    queue.extend(Item(request=(0, index), index=0, tokens=engine.tokenize(text)) for index, text in enumerate(texts))
+    live = {(0, index) for index in range(len(texts))}
     engine.embed([engine.tokenize(texts[0])])  # warm up
     started = time.perf_counter()
     while queue:

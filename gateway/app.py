@@ -34,7 +34,7 @@ from gateway.state import Services
 from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
 from shared.protocol import Status
-from shared.settings import Settings
+from shared.settings import Settings, gateway_worker_address
 from shared.status_reporter import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,21 @@ def all_endpoints() -> list[Endpoint]:
             *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS]
 
 
-def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
-    """The app serving `served_models`; its lifespan builds and starts the services, and drains the writer at exit."""
+def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 0) -> Starlette:
+    """The app of gateway process `index` serving `served_models`; its lifespan builds and starts the services, and
+    drains the writer at exit."""
     endpoints = all_endpoints()
     document = build_document(endpoints, "Llama Embeddings Service", VERSION)
-    metrics = GatewayMetrics()  # one registry per app: no process-wide default REGISTRY
+    # One registry per app: no process-wide default REGISTRY.
+    metrics = GatewayMetrics(settings.run_dir / "metrics", index, settings.gateway_processes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         context = zmq.asyncio.Context()
         supervisor = SupervisorView(settings, context)
-        broker = Broker(settings, context, health=supervisor.health)
-        writer = WriterLink(settings, context)
+        broker = Broker(settings, context, health=supervisor.health,
+                        bind_address=gateway_worker_address(settings.worker_bind_address, index))
+        writer = WriterLink(settings, context, index)
         database = ReadOnlyDatabase(settings.database_url)
         service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
                                    served_models, settings.max_text_chars)
@@ -74,7 +77,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
         await writer.start()
         await search.start()
         await supervisor.start()
-        status_task = asyncio.create_task(_report_status(settings, app.state.services))
+        status_task = asyncio.create_task(_report_status(settings, app.state.services, metrics))
         log.info("gateway serving models %s on port %d", ", ".join(served_models), settings.listen_port)
         try:
             yield
@@ -99,8 +102,9 @@ def create_app(settings: Settings, served_models: tuple[str, ...]) -> Starlette:
                      middleware=middleware)
 
 
-async def _report_status(settings: Settings, services: Services) -> None:
-    """Tell the supervisor every second that the gateway is up, with its counters and worker registry."""
+async def _report_status(settings: Settings, services: Services, metrics: GatewayMetrics) -> None:
+    """Tell the supervisor every second that the gateway is up, with its counters and worker registry; leave the
+    metrics for the other gateway processes."""
     context = zmq.Context()
     reporter = StatusReporter(context, settings.events_address)
     try:
@@ -113,6 +117,7 @@ async def _report_status(settings: Settings, services: Services) -> None:
                 workers=services.broker.registered_workers(), queues=services.broker.queue_depths(),
                 search=services.search.states(),
             ))
+            await asyncio.to_thread(metrics.share)
             await asyncio.sleep(1.0)
     finally:
         reporter.close()

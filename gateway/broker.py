@@ -98,8 +98,9 @@ class Broker:
     """Owns the ROUTER socket; all methods run on the event loop thread."""
 
     def __init__(self, settings: Settings, context: zmq.asyncio.Context,
-                 health: Callable[[str], ModelHealth | None] = lambda _model: None) -> None:
+                 health: Callable[[str], ModelHealth | None] = lambda _model: None, bind_address: str = "") -> None:
         self._settings = settings
+        self._address = bind_address or settings.worker_bind_address  # gateway process i's own (GATEWAY_PROCESSES)
         self._health = health  # the supervisor's word on a model without workers (supervisor_view.py)
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
@@ -116,7 +117,7 @@ class Broker:
 
     async def start(self) -> None:
         """Bind the workers' ROUTER and start the receive and heartbeat loops."""
-        address, secret = self._settings.worker_bind_address, self._settings.cluster_secret
+        address, secret = self._address, self._settings.cluster_secret
         check_bind("WORKER_BIND_ADDRESS", address, secret)
         # The authenticator's sockets are blocking ones in a thread, on the same libzmq context (inproc ZAP).
         self._authenticator = start_authenticator(zmq.Context.shadow(self._context.underlying), secret)
@@ -125,7 +126,7 @@ class Broker:
         watch_handshakes(self._socket, address, secret, "gateway")
         self._tasks = [asyncio.create_task(self._receive_loop(), name="broker-receive"),
                        asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")]
-        log.info("broker listening for workers on %s", self._settings.worker_bind_address)
+        log.info("broker listening for workers on %s", self._address)
 
     async def stop(self) -> None:
         """Stop the loops, fail every queued or in-flight request with 503, and close the socket."""

@@ -3,13 +3,13 @@
 The gateway is the one process that sees everything: HTTP requests (the middleware in request_metrics.py),
 the cache (EmbeddingService), the workers (the broker: READY, RESULT with token counts and the sizes of the
 llama.cpp calls, losses) and the writer (acknowledged and unacknowledged rows). So one registry per app, with
-a collector that reads those counters when scraped, is multiprocess-safe by construction: prometheus-client's
-multiprocess mode (value files shared between processes) is not needed, and the gateway always runs as one
-process (its worker ROUTER socket binds once).
+a collector that reads those counters when scraped, needs no shared value files. With GATEWAY_PROCESSES > 1
+each gateway counts its own share and the one scraped merges the others' (gateway/metrics_merge.py).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 
+from gateway.metrics_merge import merged_exposition, save_snapshot, sibling_snapshots
 from gateway.readiness import writer_alive
 from gateway.state import Services
 
@@ -27,9 +28,15 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class GatewayMetrics:
-    """The app's registry: request instruments updated as requests finish, the rest read when scraped."""
+    """The app's registry: request instruments updated as requests finish, the rest read when scraped.
 
-    def __init__(self) -> None:
+    `shared_dir`, `index` and `processes` say where gateway process `index` of `processes` meets the others'
+    samples (gateway/metrics_merge.py); with one process there is nothing to merge."""
+
+    def __init__(self, shared_dir: Path | None = None, index: int = 0, processes: int = 1) -> None:
+        self._shared_dir = shared_dir
+        self._index = index
+        self._processes = processes
         self.registry = CollectorRegistry()
         self.requests = Counter(f"{PREFIX}_http_requests", "HTTP requests by endpoint (route path), method and status",
                                 ["endpoint", "method", "status"], registry=self.registry)
@@ -51,8 +58,15 @@ class GatewayMetrics:
         self.registry.register(self._collector)
 
     def exposition(self) -> bytes:
-        """Every metric of the registry in Prometheus' text format, the service counters read now."""
-        return generate_latest(self.registry)
+        """Every metric of the instance in Prometheus' text format: this gateway's read now, the others' merged."""
+        if self._shared_dir is None or self._processes == 1:
+            return generate_latest(self.registry)
+        return merged_exposition(self.registry, sibling_snapshots(self._shared_dir, self._index, self._processes))
+
+    def share(self) -> None:
+        """Leave this gateway's samples for the others to merge (blocking; nothing to do with one process)."""
+        if self._shared_dir is not None and self._processes > 1:
+            save_snapshot(self._shared_dir, self._index, self.registry)
 
 
 def metrics_of(request: Request) -> GatewayMetrics:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import zmq
@@ -42,15 +43,16 @@ class _Unacked:
 class WriterLink:
     """Sends rows (in batches) and document writes to the writer, each journaled and re-sent until acknowledged."""
 
-    def __init__(self, settings: Settings, context: zmq.asyncio.Context) -> None:
+    def __init__(self, settings: Settings, context: zmq.asyncio.Context, index: int = 0) -> None:
         self._settings = settings
+        self._index = index
         self._socket = context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._buffer: list[EmbeddingRow] = []
         self._unacked: dict[int, _Unacked] = {}
         self._ids = itertools.count(1)
         self._flush_soon: asyncio.TimerHandle | None = None
-        self._journal = RowJournal(settings.run_dir / "journal")
+        self._journal = RowJournal(journal_dir(settings, index))
         self._tasks: list[asyncio.Task[None]] = []
         self.acknowledged_rows = 0
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
@@ -62,13 +64,16 @@ class WriterLink:
         self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
                        asyncio.create_task(self._resend_loop(), name="writer-resend"),
                        asyncio.create_task(self._ping_loop(), name="writer-ping")]
-        recovered = self._journal.recover()
-        if recovered.rows:
-            self.enqueue(recovered.rows)
-        for document in recovered.documents:
-            self.send_acknowledged(_renumbered(document))
-        self.flush()
-        self._journal.clear_recovered()
+        # Gateway process 0 also adopts the journals of processes that no longer exist (GATEWAY_PROCESSES lowered).
+        orphans = _orphan_journals(self._settings) if self._index == 0 else []
+        for journal in [self._journal, *orphans]:
+            recovered = journal.recover()
+            if recovered.rows:
+                self.enqueue(recovered.rows)
+            for document in recovered.documents:
+                self.send_acknowledged(_renumbered(document))
+            self.flush()
+            journal.clear_recovered()
 
     @property
     def unacknowledged_rows(self) -> int:
@@ -161,3 +166,17 @@ class WriterLink:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._socket.close(linger=0)
         self._journal.close()
+
+
+def journal_dir(settings: Settings, index: int) -> Path:
+    """Where gateway process `index` journals its rows: `run/journal` for process 0, `run/journal-<index>` after."""
+    return settings.run_dir / ("journal" if index == 0 else f"journal-{index}")
+
+
+def _orphan_journals(settings: Settings) -> list[RowJournal]:
+    found = []
+    for path in sorted(settings.run_dir.glob("journal-*")):
+        suffix = path.name.removeprefix("journal-")
+        if suffix.isdigit() and int(suffix) >= settings.gateway_processes:
+            found.append(RowJournal(path))
+    return found

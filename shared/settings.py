@@ -41,8 +41,9 @@ class Settings:
     workers_per_model: int  # 0: "auto", one-thread workers filling the thread budget (supervision/allotment.py)
     worker_threads_total: int
     allow_thread_oversubscription: bool
-    worker_bind_address: str
-    worker_connect_address: str
+    worker_bind_address: str  # gateway process 0's; process i binds gateway_worker_address(this, i)
+    worker_connect_addresses: tuple[str, ...]  # every gateway process's, in index order: a worker connects to each
+    gateway_processes: int
     writer_bind_address: str
     writer_connect_address: str
     cluster_secret: str  # CURVE on tcp sockets between our processes (shared/curve.py); required off loopback
@@ -136,13 +137,14 @@ def _empty_is_false(value: object) -> object:
     return False if isinstance(value, str) and not value.strip() else value
 
 
-def _workers(value: object) -> int:
+def _count_or_auto(value: object) -> int:
+    """0 for "auto" (resolved by a rule of its own), else the count."""
     text = str(value).strip().lower()
     if text in {"auto", "", "0"}:
         return 0
     count = int(text)
     if count < 0:
-        raise ValueError(f"WORKERS_PER_MODEL must be 'auto' or a positive count, not {value!r}")
+        raise ValueError(f"must be 'auto' or a positive count, not {value!r}")
     return count
 
 
@@ -151,7 +153,7 @@ def _lower(value: object) -> object:
 
 
 Flag = Annotated[bool, BeforeValidator(_empty_is_false)]
-WorkerCount = Annotated[int, BeforeValidator(_workers)]
+CountOrAuto = Annotated[int, BeforeValidator(_count_or_auto)]
 WeightRepack = Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)]
 
 
@@ -171,11 +173,12 @@ class _Sources(BaseSettings):
     default_models: str = "all-minilm-l6-v2,smollm2-135m-instruct"
     models_to_serve: str = ""
     roles: str = "gateway,writer,workers"
-    workers_per_model: WorkerCount = 0
+    workers_per_model: CountOrAuto = 0
     worker_threads_total: int = Field(default_factory=lambda: os.cpu_count() or 1)
     allow_thread_oversubscription: Flag = False
     worker_bind_address: str = ""
     worker_connect_address: str = ""
+    gateway_processes: CountOrAuto = 1
     writer_bind_address: str = ""
     writer_connect_address: str = ""
     cluster_secret: str = ""
@@ -236,8 +239,10 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
     models_dir = (PROJECT_ROOT / Path(raw.models_dir or str(data_dir / "models")).expanduser()).resolve()
     worker_bind = raw.worker_bind_address or f"ipc://{data_dir / 'run' / 'workers.sock'}"
     writer_bind = raw.writer_bind_address or f"ipc://{data_dir / 'run' / 'writer.sock'}"
+    gateways = raw.gateway_processes or auto_gateway_processes(os.cpu_count() or 1)
     fields = raw.model_dump(exclude={"data_dir", "models_dir", "database_url", "default_models", "models_to_serve", "roles",
                                      "worker_bind_address", "worker_connect_address", "writer_bind_address",
+                                     "gateway_processes",
                                      "writer_connect_address", "max_request_body_mb",
                                      "ramdisk_path", "log_level"})
     return Settings(
@@ -249,13 +254,41 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         models_to_serve=_csv(raw.models_to_serve),
         roles=_csv(raw.roles),
         worker_bind_address=worker_bind,
-        worker_connect_address=raw.worker_connect_address or worker_bind.replace("*", "127.0.0.1"),
+        worker_connect_addresses=_gateway_addresses(raw.worker_connect_address or worker_bind.replace("*", "127.0.0.1"),
+                                                    gateways),
+        gateway_processes=gateways,
         writer_bind_address=writer_bind,
         writer_connect_address=raw.writer_connect_address or writer_bind.replace("*", "127.0.0.1"),
         max_request_body_bytes=int(raw.max_request_body_mb * 1024 * 1024),
         ramdisk_path=(PROJECT_ROOT / Path(raw.ramdisk_path).expanduser()).resolve(),
         log_level=raw.log_level.upper(),
     )
+
+
+def auto_gateway_processes(cores: int) -> int:
+    """GATEWAY_PROCESSES=auto: see README "Scale out" for the measurements behind it."""
+    return 1 if cores <= 2 else min(4, cores // 4 or 1)
+
+
+def gateway_worker_address(base: str, index: int) -> str:
+    """Where gateway process `index` binds (or is reached) for workers: `base` itself for process 0, then the next
+    tcp ports or ipc files (`workers-1.sock`, ...)."""
+    if index == 0:
+        return base
+    if base.startswith("tcp://"):
+        host, _, port = base.rpartition(":")
+        return f"{host}:{int(port) + index}"
+    if base.endswith(".sock"):
+        return f"{base[:-len('.sock')]}-{index}.sock"
+    return f"{base}-{index}"
+
+
+def _gateway_addresses(connect: str, gateways: int) -> tuple[str, ...]:
+    """WORKER_CONNECT_ADDRESS lists every gateway process's address, or names process 0's (the rest follow it)."""
+    listed = _csv(connect)
+    if len(listed) == 1:
+        return tuple(gateway_worker_address(listed[0], index) for index in range(gateways))
+    return listed
 
 
 def _database_url(database_url: str) -> str:

@@ -24,23 +24,30 @@ class ChildSpec:
     worker_id: int = 0
     threads: int = 0
     model_path: str = ""
-    slot: int = 0  # a worker's place among its model's workers (0..N-1); restart backoff is kept per slot
+    slot: int = 0  # a worker's place among its model's workers, a gateway's index (0..N-1); backoff is per slot
+    listen_fd: int | None = None  # a gateway's inherited listening socket
 
     @property
     def slot_key(self) -> str:
-        """The key of this child's restart history: "writer", "gateway" or "worker:<model>:<slot>"."""
-        return worker_slot_key(self.model, self.slot) if self.role == "worker" else self.role
+        """The key of this child's restart history: "writer", "gateway:<slot>" or "worker:<model>:<slot>"."""
+        if self.role == "worker":
+            return worker_slot_key(self.model, self.slot)
+        return f"gateway:{self.slot}" if self.role == "gateway" else self.role
 
     @property
     def name(self) -> str:
-        """How the logs name the child: `worker <model>#<worker id>`, or its role."""
-        return f"worker {self.model}#{self.worker_id}" if self.role == "worker" else self.role
+        """How the logs name the child: `worker <model>#<worker id>`, `gateway`, `gateway-<slot>` or `writer`."""
+        if self.role == "worker":
+            return f"worker {self.model}#{self.worker_id}"
+        return f"gateway-{self.slot}" if self.role == "gateway" and self.slot else self.role
 
     def argv(self, served_models: tuple[str, ...], foreground: bool) -> list[str]:
         """The command line that starts the child: `python -m gateway` or `python -m workers` with its arguments."""
         extra = ["--foreground"] if foreground else []
         if self.role == "gateway":
-            return [sys.executable, "-m", "gateway", "--models", ",".join(served_models), *extra]
+            listen = ["--listen-fd", str(self.listen_fd)] if self.listen_fd is not None else []
+            return [sys.executable, "-m", "gateway", "--models", ",".join(served_models), "--index", str(self.slot),
+                    *listen, *extra]
         if self.role == "writer":
             return [sys.executable, "-m", "workers", "writer", *extra]
         return [sys.executable, "-m", "workers", "embedder", "--model", self.model, "--worker-id",
@@ -92,6 +99,7 @@ def spawn(spec: ChildSpec, env: dict[str, str], served_models: tuple[str, ...], 
     process = subprocess.Popen(
         spec.argv(served_models, foreground), cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
         stdout=None if foreground else subprocess.DEVNULL, stderr=None if foreground else stderr,
+        pass_fds=(spec.listen_fd,) if spec.listen_fd is not None else (),
     )
     return Child(spec, process)
 

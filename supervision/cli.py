@@ -100,7 +100,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
             continue
         if status["ready"]:
             where = (f"http://{settings.listen_host}:{settings.listen_port}/" if runs(settings, "gateway")
-                     else f"workers registered with {settings.worker_connect_address}")
+                     else f"workers registered with {', '.join(settings.worker_connect_addresses)}")
             print(f"ready: {where} (supervisor pid {process.pid})")
             return 0
         time.sleep(0.2)

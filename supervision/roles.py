@@ -30,7 +30,7 @@ def check_roles(settings: Settings) -> None:
     if ("gateway" in roles) != ("writer" in roles):
         raise RolesRefused("the gateway and the writer run on the same host (the gateway maps the search indexes "
                            "the writer saves): give both roles, or neither")
-    if roles == {"workers"} and not is_tcp(settings.worker_connect_address):
+    if roles == {"workers"} and not all(map(is_tcp, settings.worker_connect_addresses)):
         raise RolesRefused("a host with workers only connects to a gateway elsewhere: set "
                            "WORKER_CONNECT_ADDRESS=tcp://gateway-host:port (and CLUSTER_SECRET)")
 

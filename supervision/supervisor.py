@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
@@ -56,7 +57,9 @@ class Supervisor:
         self._children: list[Child] = []
         self._backoff = BackoffPolicy(settings.restart_backoff_initial_seconds, settings.restart_backoff_max_seconds,
                                       settings.restart_backoff_reset_seconds)
-        self._history: dict[str, RestartHistory] = {}  # "writer", "gateway", "worker:<model>:<slot>"
+        self._history: dict[str, RestartHistory] = {}  # "writer", "gateway:<slot>", "worker:<model>:<slot>"
+        self._registered: dict[int, set[int]] = {}  # gateway pid -> pids of the workers registered with it
+        self._listener: socket.socket | None = None  # the HTTP socket every gateway process accepts on
         self._failed_models: dict[str, str] = {}  # model -> why it cannot be served here
         self._worker_ids = itertools.count(1)
         self._stopping = False
@@ -69,10 +72,12 @@ class Supervisor:
     def run(self, stop_requested: Any) -> None:
         """Serve until `stop_requested.is_set()` or a stop command; then stop every child."""
         self._settings.run_dir.mkdir(parents=True, exist_ok=True)
-        for socket, address in ((self._control, self._settings.control_address),
-                                (self._events, self._settings.events_address)):
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.bind(address)
+        for endpoint, address in ((self._control, self._settings.control_address),
+                                  (self._events, self._settings.events_address)):
+            endpoint.setsockopt(zmq.LINGER, 0)
+            endpoint.bind(address)
+        if runs(self._settings, "gateway"):
+            self._listener = listening_socket(self._settings.listen_host, self._settings.listen_port)
         self._allot()  # refuse impossible configurations before spawning anything
         poller = zmq.Poller()
         poller.register(self._control, zmq.POLLIN)
@@ -93,6 +98,8 @@ class Supervisor:
             self._control.close(linger=0)
             self._events.close(linger=0)
             self._context.term()
+            if self._listener is not None:
+                self._listener.close()
 
     def _drain_events(self) -> None:
         while self._events.poll(0):
@@ -108,10 +115,8 @@ class Supervisor:
                     if child.spec.role in ("writer", "gateway"):
                         child.ready = message.state == "ready"
             if message.role == "gateway":
-                registered = {worker.pid for worker in message.workers if not worker.leaving}
-                for child in self._children:
-                    if child.spec.role == "worker" and child.pid in registered:
-                        child.ready = True
+                self._registered[message.pid] = {worker.pid for worker in message.workers if not worker.leaving}
+                self._mark_registered_workers()
             elif message.role == "worker" and not runs(self._settings, "gateway"):
                 # No gateway here to confirm the registration: the worker's word that a gateway answers it.
                 for child in self._children:
@@ -127,8 +132,9 @@ class Supervisor:
                 log.warning("%s (pid %d) did not stop in time; killing it", child.spec.name, child.pid)
                 child.kill()
         if runs(self._settings, "writer"):  # the gateway and the writer come together (supervision/roles.py)
-            writer = self._ensure_single("writer", now, after=None)
-            self._ensure_single("gateway", now, after=writer)
+            writer = self._ensure_writer(now)
+            if writer is not None and writer.ready:  # the gateways read the database the writer creates
+                self._ensure_gateways(now)
         if runs(self._settings, "workers"):
             self._reconcile_workers(now)
         self._ramdisk.reconcile(self._children)
@@ -170,15 +176,28 @@ class Supervisor:
         log.error("model %s failed: %s; `supervisor.py scale %s N` tries again", child.spec.model,
                   self._failed_models[child.spec.model], child.spec.model)
 
-    def _ensure_single(self, role: str, now: float, after: Child | None) -> Child | None:
-        running = [c for c in self._children if c.spec.role == role and c.stopping_since is None]
+    def _ensure_writer(self, now: float) -> Child | None:
+        running = [c for c in self._children if c.spec.role == "writer" and c.stopping_since is None]
         if running:
             return running[0]
-        if role == "gateway" and (after is None or not after.ready):
-            return None  # the gateway reads the database the writer creates
-        if not self._slot_history(role).may_start(now):
+        if not self._slot_history("writer").may_start(now):
             return None
-        return self._spawn(ChildSpec(role))
+        return self._spawn(ChildSpec("writer"))
+
+    def _ensure_gateways(self, now: float) -> None:
+        """GATEWAY_PROCESSES gateways, each in its slot, all accepting on the one listening socket."""
+        running = {c.spec.slot for c in self._children if c.spec.role == "gateway" and c.stopping_since is None}
+        for slot in range(self._settings.gateway_processes):
+            spec = ChildSpec("gateway", slot=slot, listen_fd=self._listener.fileno() if self._listener else None)
+            if slot not in running and self._slot_history(spec.slot_key).may_start(now):
+                self._spawn(spec)
+
+    def _mark_registered_workers(self) -> None:
+        """A worker serves once every running gateway has it registered (each gateway has its own queues)."""
+        gateways = [c.pid for c in self._children if c.spec.role == "gateway" and c.stopping_since is None]
+        for child in self._children:
+            if child.spec.role == "worker" and gateways:
+                child.ready = all(child.pid in self._registered.get(pid, set()) for pid in gateways)
 
     def _reconcile_workers(self, now: float) -> None:
         try:
@@ -351,3 +370,14 @@ class Supervisor:
                     child.process.wait()
                 log.info("%s (pid %d) %s", child.spec.name, child.pid, describe_exit(child.process.returncode))
         self._children.clear()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The HTTP port, opened once by the supervisor and inherited by every gateway process (gateway/__main__.py)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener

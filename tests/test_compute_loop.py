@@ -15,7 +15,7 @@ import numpy as np
 import zmq
 
 from shared.protocol import Cancel, Embed, Failure, Result, decode
-from workers.embedder.compute import ComputeLoop, Finished, Inbox
+from workers.embedder.compute import ComputeLoop, Finished, Inbox, Work
 
 _PIPES = itertools.count()
 
@@ -94,17 +94,17 @@ def _answers(pipes: Pipes, count: int) -> dict[int, object]:
 
 def test_the_finished_frame_counts_the_texts_and_tokens_of_a_result() -> None:
     with compute_thread(FakeEngine(), 64) as pipes:
-        pipes.inbox.put(Embed(request_id=9, texts=["ab", "cde"]))
+        pipes.inbox.put(Work(0, Embed(request_id=9, texts=["ab", "cde"])))
         assert pipes.answers.poll(5000)
         envelope, *_ = pipes.answers.recv_multipart()
-        assert Finished.unpack(envelope) == Finished(request_id=9, texts=2, tokens=5)
+        assert Finished.unpack(envelope) == Finished(gateway=0, request_id=9, texts=2, tokens=5)
 
 
 def test_a_failed_llama_call_fails_its_requests_and_the_others_are_answered() -> None:
     # A token budget of 4 puts "boom" in a call of its own, so only request 2 meets the failure.
     with compute_thread(FakeEngine(), 4) as pipes:
         for request_id, text in ((1, "fine"), (2, "boom"), (3, "also")):
-            pipes.inbox.put(Embed(request_id=request_id, texts=[text]))
+            pipes.inbox.put(Work(0, Embed(request_id=request_id, texts=[text])))
         answers = _answers(pipes, 3)
         assert isinstance(answers[2], Failure) and "decode failed" in answers[2].reason
         assert isinstance(answers[1], Result) and isinstance(answers[3], Result)
@@ -113,9 +113,9 @@ def test_a_failed_llama_call_fails_its_requests_and_the_others_are_answered() ->
 def test_a_request_arriving_during_a_call_shares_the_next_call_with_queued_texts() -> None:
     engine = GatedEngine()
     with compute_thread(engine, 2) as pipes:  # one-character texts: two per call
-        pipes.inbox.put(Embed(request_id=1, texts=["a", "b", "c"]))
+        pipes.inbox.put(Work(0, Embed(request_id=1, texts=["a", "b", "c"])))
         assert engine.in_first_call.wait(5)
-        pipes.inbox.put(Embed(request_id=2, texts=["d"]))
+        pipes.inbox.put(Work(0, Embed(request_id=2, texts=["d"])))
         time.sleep(0.05)  # let the message reach the loop's socket before the call ends
         engine.release.set()
         answers = _answers(pipes, 2)
@@ -126,11 +126,11 @@ def test_a_request_arriving_during_a_call_shares_the_next_call_with_queued_texts
 def test_a_cancelled_request_gets_no_answer_and_its_queued_texts_are_not_computed() -> None:
     engine = GatedEngine()
     with compute_thread(engine, 1) as pipes:
-        pipes.inbox.put(Embed(request_id=1, texts=["a"]))
+        pipes.inbox.put(Work(0, Embed(request_id=1, texts=["a"])))
         assert engine.in_first_call.wait(5)
-        pipes.inbox.put(Embed(request_id=2, texts=["x", "y"]))
-        pipes.inbox.put(Cancel(request_id=2))
-        pipes.inbox.put(Embed(request_id=3, texts=["z"]))
+        pipes.inbox.put(Work(0, Embed(request_id=2, texts=["x", "y"])))
+        pipes.inbox.put(Work(0, Cancel(request_id=2)))
+        pipes.inbox.put(Work(0, Embed(request_id=3, texts=["z"])))
         time.sleep(0.05)
         engine.release.set()
         assert set(_answers(pipes, 2)) == {1, 3}

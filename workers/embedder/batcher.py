@@ -22,7 +22,7 @@ from dataclasses import dataclass
 class Item:
     """One text of one request, already tokenised."""
 
-    request_id: int
+    request: tuple[int, int]  # (gateway link, request id): the request's key in the compute loop
     index: int
     tokens: list[int]
 
@@ -42,7 +42,7 @@ class TextQueue:
         """Queue a request's tokenised texts behind those already waiting."""
         self._items.extend(items)
 
-    def next_group(self, live: Container[int]) -> list[Item]:
+    def next_group(self, live: Container[tuple[int, int]]) -> list[Item]:
         """The oldest texts that fit the token budget and the sequence limit, taken off the queue.
 
         Texts of requests not in `live` (cancelled or failed) are dropped on the way. A text longer than the
@@ -52,7 +52,7 @@ class TextQueue:
         used = 0
         while self._items:
             item = self._items[0]
-            if item.request_id not in live:
+            if item.request not in live:
                 self._items.popleft()
                 continue
             size = len(item.tokens)

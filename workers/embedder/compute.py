@@ -24,21 +24,34 @@ from workers.embedder.batcher import Item, TextQueue
 from workers.embedder.engine import Engine
 
 log = logging.getLogger(__name__)
-Inbox = queue.SimpleQueue[Embed | Cancel | None]  # None: stop
-_FINISHED = struct.Struct("<qqq")  # request id, texts, tokens
+_FINISHED = struct.Struct("<qqqq")  # gateway, request id, texts, tokens
+
+
+@dataclass(frozen=True)
+class Work:
+    """An EMBED or CANCEL as the I/O thread hands it over, with the gateway link it came on (its answer goes back
+    there; request ids are unique per gateway only)."""
+
+    gateway: int
+    message: Embed | Cancel
+
+
+Inbox = queue.SimpleQueue[Work | None]  # None: stop
+_Key = tuple[int, int]  # (gateway, request id)
 
 
 @dataclass(frozen=True)
 class Finished:
-    """In front of every answer on the pipe: the request it ends and, for a RESULT, what it held."""
+    """In front of every answer on the pipe: the gateway and request it ends and, for a RESULT, what it held."""
 
+    gateway: int
     request_id: int
     texts: int = 0
     tokens: int = 0
 
     def pack(self) -> bytes:
-        """The frame's 24 bytes: request id, texts and tokens as little-endian 64-bit integers."""
-        return _FINISHED.pack(self.request_id, self.texts, self.tokens)
+        """The frame's 32 bytes: gateway, request id, texts and tokens as little-endian 64-bit integers."""
+        return _FINISHED.pack(self.gateway, self.request_id, self.texts, self.tokens)
 
     @classmethod
     def unpack(cls, frame: bytes) -> Finished:
@@ -61,7 +74,7 @@ class ComputeLoop:
         self._inbox = inbox
         self._pipe = pipe
         self._queue = TextQueue(token_budget, engine.max_sequences)
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[_Key, _Job] = {}
         self._batch_sizes: list[int] = []  # llama.cpp calls since the last RESULT, reported with the next one
 
     def run(self, window: float) -> None:
@@ -90,32 +103,33 @@ class ComputeLoop:
         finally:
             self._pipe.close(linger=0)
 
-    def _take(self, message: Embed | Cancel | None) -> bool:
+    def _take(self, work: Work | None) -> bool:
         """Admit one message; False for the stop mark."""
-        if message is None:
+        if work is None:
             return False
-        if isinstance(message, Cancel):
-            self._jobs.pop(message.request_id, None)  # its queued texts are dropped by next_group
-        elif isinstance(message, Embed):
-            self._admit(message)
+        if isinstance(work.message, Cancel):
+            self._jobs.pop((work.gateway, work.message.request_id), None)  # next_group drops its queued texts
+        else:
+            self._admit(work.gateway, work.message)
         return True
 
-    def _admit(self, message: Embed) -> None:
+    def _admit(self, gateway: int, message: Embed) -> None:
         try:
             if message.token_ids:
                 token_lists = [self._engine.frame_token_ids(ids) for ids in message.token_ids]
             else:
                 token_lists = [self._engine.tokenize(text) for text in message.texts]
         except Exception as exc:  # an untokenisable text or a bad token id must not kill the worker
-            self._send(Failure(request_id=message.request_id, reason=f"tokenizer: {exc}"))
+            self._send(gateway, Failure(request_id=message.request_id, reason=f"tokenizer: {exc}"))
             return
         job = _Job(texts_left=len(token_lists), token_counts=[len(t) for t in token_lists],
                    vectors=np.empty((len(token_lists), self._engine.dimensions), dtype=np.float32))
+        key = (gateway, message.request_id)
         if not token_lists:  # a request with no texts is answered at once
-            self._send_result(message.request_id, job)
+            self._send_result(key, job)
             return
-        self._jobs[message.request_id] = job
-        self._queue.extend(Item(message.request_id, i, tokens) for i, tokens in enumerate(token_lists))
+        self._jobs[key] = job
+        self._queue.extend(Item(key, i, tokens) for i, tokens in enumerate(token_lists))
 
     def _compute(self, group: list[Item]) -> None:
         if not group:
@@ -124,29 +138,30 @@ class ComputeLoop:
             vectors = self._engine.embed([item.tokens for item in group])
         except Exception as exc:  # llama.cpp refused this call: fail its requests, keep serving the rest
             log.exception("llama.cpp call of %d sequences failed", len(group))
-            for request_id in dict.fromkeys(item.request_id for item in group):
-                if self._jobs.pop(request_id, None) is not None:
-                    self._send(Failure(request_id=request_id, reason=f"llama.cpp: {exc}"))
+            for key in dict.fromkeys(item.request for item in group):
+                if self._jobs.pop(key, None) is not None:
+                    self._send(key[0], Failure(request_id=key[1], reason=f"llama.cpp: {exc}"))
             return
         self._batch_sizes.append(len(group))
         for row, item in enumerate(group):
-            job = self._jobs.get(item.request_id)
+            key = item.request
+            job = self._jobs.get(key)
             if job is None:  # cancelled while queued
                 continue
             job.vectors[item.index] = vectors[row]
             job.texts_left -= 1
             if job.texts_left == 0:
-                del self._jobs[item.request_id]
-                self._send_result(item.request_id, job)
+                del self._jobs[key]
+                self._send_result(key, job)
 
-    def _send_result(self, request_id: int, job: _Job) -> None:
-        self._send(Result(request_id=request_id, token_counts=job.token_counts, vectors=job.vectors,
-                          batch_sizes=self._batch_sizes))
+    def _send_result(self, key: _Key, job: _Job) -> None:
+        self._send(key[0], Result(request_id=key[1], token_counts=job.token_counts, vectors=job.vectors,
+                                  batch_sizes=self._batch_sizes))
         self._batch_sizes = []
 
-    def _send(self, message: Result | Failure) -> None:
+    def _send(self, gateway: int, message: Result | Failure) -> None:
         if isinstance(message, Result):
-            finished = Finished(message.request_id, len(message.token_counts), sum(message.token_counts))
+            finished = Finished(gateway, message.request_id, len(message.token_counts), sum(message.token_counts))
         else:
-            finished = Finished(message.request_id)
+            finished = Finished(gateway, message.request_id)
         self._pipe.send_multipart([finished.pack(), *encode(message)])
