@@ -38,11 +38,13 @@ class _Pending:
     batches: list[tuple[bytes, Write | DocumentWrite]] = field(default_factory=list)
     rows: int = 0
     since: float = 0.0
+    overdue: bool = False  # a gateway re-sent a batch held here: its ACK is late, so commit without waiting
     _held: set[tuple[bytes, int]] = field(default_factory=set)
 
     def add(self, identity: bytes, message: Write | DocumentWrite) -> None:
         if (identity, message.batch_id) in self._held:
-            return  # the gateway re-sent a batch still waiting here (its ACK was late): once is enough
+            self.overdue = True  # held once is enough; the re-send says the gateway is waiting
+            return
         if not self.batches:
             self.since = time.monotonic()
         self._held.add((identity, message.batch_id))
@@ -81,7 +83,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     log.info("writer ready on %s, database %s", settings.writer_bind_address, settings.database_label)
     try:
         while not stop.is_set():
-            flush_at = max(pending.since + flush_interval, retry_at)
+            flush_at = max(pending.since + (0 if pending.overdue else flush_interval), retry_at)
             timeout_ms = 100 if not pending.batches else max(0, int((flush_at - time.monotonic()) * 1000))
             if socket.poll(timeout_ms):
                 while True:
@@ -98,9 +100,8 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                         pending.add(identity, message)
                     elif isinstance(message, Ping):  # the gateway's readiness check
                         socket.send_multipart([identity, *encode(Pong())])
-            due = pending.batches and (
-                pending.rows >= settings.db_write_batch_size or time.monotonic() - pending.since >= flush_interval
-            )
+            due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
+                                       or time.monotonic() - pending.since >= flush_interval)
             if due and time.monotonic() >= retry_at:
                 try:
                     committed += _flush(store, socket, pending, indexer)

@@ -1,0 +1,143 @@
+"""Scale-out figures, in one run (issue 14): gateway CPU per request, one against two gateway processes, SQLite
+against PostgreSQL, and a capacity model from the measured costs.
+
+  G   gateway CPU per cached and per uncached request (ms of the gateway processes' own CPU time / requests)
+  C1  cached requests/s at concurrency 64, GATEWAY_PROCESSES=1 (wrk)
+  C2  the same with GATEWAY_PROCESSES=2                          goal: C2 >= 1.3 x C1 on a 2-core machine
+  US  uncached texts/s at concurrency 64, SQLite
+  UP  the same with PostgreSQL (a throw-away cluster here)       goal: UP >= 0.95 x US
+
+Every uncached text is sent once (distinct sentences from benchmarks/corpus.py); cached runs go round 200 texts
+embedded first. Usage: .venv/bin/python -m benchmarks.scaleout [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+
+from benchmarks.corpus import sentences
+from benchmarks.wrk import WrkResult, run_wrk
+from tests.harness import PROJECT_ROOT, Service, running
+from tests.postgres import PostgresCluster, server_binaries
+
+MINILM = "all-minilm-l6-v2"
+CORES = os.cpu_count() or 1
+
+
+def gateway_cpu_seconds(service: Service) -> float:
+    """User + system CPU the instance's gateway processes have used so far."""
+    total = 0.0
+    for row in service.status()["processes"]:
+        if row["role"] == "gateway":
+            times = psutil.Process(row["pid"]).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@contextmanager
+def instance(root: Path, models_dir: Path, **env: str) -> Iterator[Service]:
+    with running(root, models_dir, MODELS_TO_SERVE=MINILM, WORKERS_PER_MODEL="auto", **env) as service:
+        yield service
+
+
+def cached_run(service: Service, seconds: float) -> tuple[WrkResult, float]:
+    """Cached hits at concurrency 64, and the gateway CPU (ms) per request."""
+    texts = [f"a cached text for the scale-out benchmark, number {i}" for i in range(200)]
+    with httpx.Client(base_url=service.base_url, timeout=60) as client:
+        for start in range(0, len(texts), 50):
+            assert client.post("/get_embedding_vectors/", json={"texts": texts[start:start + 50]}).status_code == 200
+    before = gateway_cpu_seconds(service)
+    result = run_wrk(service.base_url, "/get_embedding_vector/", [{"text": t} for t in texts], connections=64,
+                     seconds=seconds, cycle=True)
+    return result, (gateway_cpu_seconds(service) - before) * 1000 / max(1, result.requests)
+
+
+def uncached_run(service: Service, texts: list[str], seconds: float) -> tuple[WrkResult, float]:
+    before = gateway_cpu_seconds(service)
+    result = run_wrk(service.base_url, "/get_embedding_vector/", [{"text": t} for t in texts], connections=64,
+                     seconds=seconds)
+    return result, (gateway_cpu_seconds(service) - before) * 1000 / max(1, result.requests)
+
+
+def row(case: str, result: WrkResult, note: str = "") -> str:
+    return (f"{case:44} {result.per_second:>10.1f} {result.p50_ms:>8.1f} {result.p99_ms:>8.1f} "
+            f"{result.errors:>6}  {note}")
+
+
+def capacity_model(gateway_ms_uncached: float, texts_per_core: float, writer_ms_per_row: float) -> list[str]:
+    """Texts/s a host or a set of hosts could serve, from the measured costs per text."""
+    lines = []
+    for label, worker_cores, gateway_cores in (("64-core host, 8 gateway processes", 64 - 8 - 1, 8),
+                                               ("4 hosts of 64 cores (1 gateway+writer host)", 3 * 64, 32),
+                                               ("16 hosts of 64 cores (2 gateway+writer hosts)", 14 * 64, 2 * 32)):
+        workers = worker_cores * texts_per_core
+        gateways = gateway_cores * 1000 / gateway_ms_uncached
+        writer = 1000 / writer_ms_per_row if writer_ms_per_row else float("inf")
+        bound = min(workers, gateways, writer)
+        limit = "workers" if bound == workers else "gateways" if bound == gateways else "the writer"
+        lines.append(f"  {label:48} workers {workers:>9,.0f}/s  gateways {gateways:>9,.0f}/s  "
+                     f"writer {writer:>9,.0f}/s  -> {bound:,.0f} texts/s, bound by {limit}")
+    return lines
+
+
+def writer_cpu_ms_per_row(service: Service, rows: int) -> float:
+    writer = next(r for r in service.status()["processes"] if r["role"] == "writer")
+    times = psutil.Process(writer["pid"]).cpu_times()
+    return (times.user + times.system) * 1000 / max(1, rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    models_dir = Path(os.environ.get("LES_TEST_MODELS_DIR", PROJECT_ROOT / "data" / "test-models"))
+    texts = sentences(int(args.seconds * 400) + 1000)
+    half = len(texts) // 2
+    print(f"{'case':44} {'per s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  note", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        with instance(root / "one", models_dir) as one:
+            c1, cached_ms = cached_run(one, args.seconds)
+            print(row("C1 cached c=64, 1 gateway process", c1, f"{cached_ms:.3f} ms gateway CPU/request"), flush=True)
+            us, uncached_ms = uncached_run(one, texts[:half], args.seconds)
+            print(row("US uncached c=64, SQLite", us, f"{uncached_ms:.3f} ms gateway CPU/text"), flush=True)
+            texts_per_core = us.per_second / CORES
+            writer_ms = writer_cpu_ms_per_row(one, us.requests + 200)
+        with instance(root / "two", models_dir, GATEWAY_PROCESSES="2") as two:
+            c2, cached_ms_two = cached_run(two, args.seconds)
+            print(row("C2 cached c=64, 2 gateway processes", c2, f"{cached_ms_two:.3f} ms gateway CPU/request"),
+                  flush=True)
+        binaries = server_binaries()
+        if binaries is None:
+            print("UP skipped: no PostgreSQL server binaries (apt-get install postgresql)", file=sys.stderr)
+            up = None
+        else:
+            cluster = PostgresCluster(binaries).start()
+            try:
+                with instance(root / "pg", models_dir, DATABASE_URL=cluster.database()) as pg:
+                    up, _ = uncached_run(pg, texts[half:], args.seconds)
+                    print(row("UP uncached c=64, PostgreSQL", up), flush=True)
+            finally:
+                cluster.close()
+    print(f"\nmachine: {CORES} cores; G: {cached_ms:.3f} ms per cached request, {uncached_ms:.3f} ms per uncached text "
+          f"(gateway CPU); writer {writer_ms:.3f} ms CPU per row")
+    ratios = f"C2/C1={c2.per_second / c1.per_second:.2f} (goal >= 1.3)"
+    if up is not None:
+        ratios += f" UP/US={up.per_second / us.per_second:.2f} (goal >= 0.95)"
+    print("RATIOS " + ratios)
+    print(f"capacity model (MiniLM, {texts_per_core:.0f} texts/s per worker core as measured here):")
+    print("\n".join(capacity_model(uncached_ms, texts_per_core, writer_ms)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
