@@ -5,6 +5,7 @@ against PostgreSQL, and a capacity model from the measured costs.
   C1  cached requests/s at concurrency 64, GATEWAY_PROCESSES=1 (wrk)
   C2  the same with GATEWAY_PROCESSES=2                          goal: C2 >= 1.3 x C1 on a 2-core machine
   US  uncached texts/s at concurrency 64, SQLite
+  U2  the same with 2 gateway processes (what GATEWAY_PROCESSES=auto chooses on 2 cores rests on C2 and U2)
   UP  the same with PostgreSQL (a throw-away cluster here)       goal: UP >= 0.95 x US
 
 Every uncached text is sent once (distinct sentences from benchmarks/corpus.py); cached runs go round 200 texts
@@ -17,6 +18,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,11 +63,15 @@ def cached_run(service: Service, seconds: float) -> tuple[WrkResult, float]:
     return result, (gateway_cpu_seconds(service) - before) * 1000 / max(1, result.requests)
 
 
-def uncached_run(service: Service, texts: list[str], seconds: float) -> tuple[WrkResult, float]:
-    before = gateway_cpu_seconds(service)
+def uncached_run(service: Service, texts: list[str], seconds: float) -> tuple[WrkResult, float, float]:
+    """Distinct texts at concurrency 64; the gateway CPU (ms) per text, and the writer's once it has them all."""
+    before, writer_before = gateway_cpu_seconds(service), writer_cpu_seconds(service)
     result = run_wrk(service.base_url, "/get_embedding_vector/", [{"text": t} for t in texts], connections=64,
                      seconds=seconds)
-    return result, (gateway_cpu_seconds(service) - before) * 1000 / max(1, result.requests)
+    gateway_ms = (gateway_cpu_seconds(service) - before) * 1000 / max(1, result.requests)
+    time.sleep(1.0)  # the last rows' commit and index update
+    writer_ms = (writer_cpu_seconds(service) - writer_before) * 1000 / max(1, result.requests)
+    return result, gateway_ms, writer_ms
 
 
 def row(case: str, result: WrkResult, note: str = "") -> str:
@@ -74,25 +80,36 @@ def row(case: str, result: WrkResult, note: str = "") -> str:
 
 
 def capacity_model(gateway_ms_uncached: float, texts_per_core: float, writer_ms_per_row: float) -> list[str]:
-    """Texts/s a host or a set of hosts could serve, from the measured costs per text."""
+    """Texts/s a host or a set of hosts could serve, from the measured costs per text (one writer per instance)."""
     lines = []
-    for label, worker_cores, gateway_cores in (("64-core host, 8 gateway processes", 64 - 8 - 1, 8),
-                                               ("4 hosts of 64 cores (1 gateway+writer host)", 3 * 64, 32),
-                                               ("16 hosts of 64 cores (2 gateway+writer hosts)", 14 * 64, 2 * 32)):
+    writer = 1000 / writer_ms_per_row if writer_ms_per_row else float("inf")
+    for label, worker_cores, gateway_cores in (("one 64-core host, 8 gateway processes, 1 writer", 64 - 8 - 1, 8),
+                                               ("a 64-core gateway+writer host and 3 worker hosts", 3 * 64, 32)):
         workers = worker_cores * texts_per_core
         gateways = gateway_cores * 1000 / gateway_ms_uncached
-        writer = 1000 / writer_ms_per_row if writer_ms_per_row else float("inf")
         bound = min(workers, gateways, writer)
         limit = "workers" if bound == workers else "gateways" if bound == gateways else "the writer"
-        lines.append(f"  {label:48} workers {workers:>9,.0f}/s  gateways {gateways:>9,.0f}/s  "
-                     f"writer {writer:>9,.0f}/s  -> {bound:,.0f} texts/s, bound by {limit}")
+        lines.append(f"  {label:50} workers {workers:>8,.0f}/s  gateways {gateways:>8,.0f}/s  "
+                     f"writer {writer:>7,.0f}/s  -> {bound:,.0f} texts/s, bound by {limit}")
+    lines.append(f"  one writer takes {writer:,.0f} rows/s: past {writer / texts_per_core:,.0f} worker cores more "
+                 "worker hosts add nothing until writes are split over several writers")
     return lines
 
 
-def writer_cpu_ms_per_row(service: Service, rows: int) -> float:
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL server process on this machine so far (they share our cores here)."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
+            total += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return total
+
+
+def writer_cpu_seconds(service: Service) -> float:
+    """User + system CPU of the writer process (inserts and the search index) so far."""
     writer = next(r for r in service.status()["processes"] if r["role"] == "writer")
     times = psutil.Process(writer["pid"]).cpu_times()
-    return (times.user + times.system) * 1000 / max(1, rows)
+    return times.user + times.system
 
 
 def main() -> int:
@@ -100,22 +117,24 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     models_dir = Path(os.environ.get("LES_TEST_MODELS_DIR", PROJECT_ROOT / "data" / "test-models"))
-    texts = sentences(int(args.seconds * 400) + 1000)
-    half = len(texts) // 2
+    texts = sentences(int(args.seconds * 600) + 1500)
+    third = len(texts) // 3
     print(f"{'case':44} {'per s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  note", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         with instance(root / "one", models_dir) as one:
             c1, cached_ms = cached_run(one, args.seconds)
             print(row("C1 cached c=64, 1 gateway process", c1, f"{cached_ms:.3f} ms gateway CPU/request"), flush=True)
-            us, uncached_ms = uncached_run(one, texts[:half], args.seconds)
-            print(row("US uncached c=64, SQLite", us, f"{uncached_ms:.3f} ms gateway CPU/text"), flush=True)
+            us, uncached_ms, writer_ms = uncached_run(one, texts[:third], args.seconds)
+            print(row("US uncached c=64, SQLite", us, f"{uncached_ms:.3f} ms gateway, {writer_ms:.3f} ms writer CPU/text"),
+                  flush=True)
             texts_per_core = us.per_second / CORES
-            writer_ms = writer_cpu_ms_per_row(one, us.requests + 200)
         with instance(root / "two", models_dir, GATEWAY_PROCESSES="2") as two:
             c2, cached_ms_two = cached_run(two, args.seconds)
             print(row("C2 cached c=64, 2 gateway processes", c2, f"{cached_ms_two:.3f} ms gateway CPU/request"),
                   flush=True)
+            u2, _, _ = uncached_run(two, texts[third:2 * third], args.seconds)
+            print(row("U2 uncached c=64, 2 gateway processes", u2), flush=True)
         binaries = server_binaries()
         if binaries is None:
             print("UP skipped: no PostgreSQL server binaries (apt-get install postgresql)", file=sys.stderr)
@@ -124,13 +143,16 @@ def main() -> int:
             cluster = PostgresCluster(binaries).start()
             try:
                 with instance(root / "pg", models_dir, DATABASE_URL=cluster.database()) as pg:
-                    up, _ = uncached_run(pg, texts[half:], args.seconds)
-                    print(row("UP uncached c=64, PostgreSQL", up), flush=True)
+                    server_before = postgres_cpu_seconds()
+                    up, _, writer_pg_ms = uncached_run(pg, texts[2 * third:], args.seconds)
+                    server_ms = (postgres_cpu_seconds() - server_before) * 1000 / max(1, up.requests)
+                    print(row("UP uncached c=64, PostgreSQL", up, f"{writer_pg_ms:.3f} ms writer, {server_ms:.3f} ms "
+                              "PostgreSQL server CPU/text (on the same 2 cores here)"), flush=True)
             finally:
                 cluster.close()
     print(f"\nmachine: {CORES} cores; G: {cached_ms:.3f} ms per cached request, {uncached_ms:.3f} ms per uncached text "
           f"(gateway CPU); writer {writer_ms:.3f} ms CPU per row")
-    ratios = f"C2/C1={c2.per_second / c1.per_second:.2f} (goal >= 1.3)"
+    ratios = f"C2/C1={c2.per_second / c1.per_second:.2f} (goal >= 1.3) U2/US={u2.per_second / us.per_second:.2f}"
     if up is not None:
         ratios += f" UP/US={up.per_second / us.per_second:.2f} (goal >= 0.95)"
     print("RATIOS " + ratios)

@@ -137,11 +137,20 @@ def _look_up(connection: DatabaseConnection, lookups: list[_Lookup], placeholder
     try:
         for model, wanted in by_model.items():
             found: Found = {}
-            for chunk in parameter_chunks(list(wanted)):
-                cursor.execute(f"SELECT text_hash, embedding FROM embeddings WHERE model_name = {placeholder} AND "
-                               f"text_hash IN ({','.join([placeholder] * len(chunk))})", [model, *chunk])
-                for text_hash, blob in cursor.fetchall():
-                    found[text_hash] = np.frombuffer(blob, dtype=np.float32)
+            if placeholder == "%s":
+                # PostgreSQL: one array parameter makes one statement text, which psycopg prepares once (its
+                # prepare_threshold); an IN list of varying length would be parsed and planned every time.
+                cursor.execute("SELECT text_hash, embedding FROM embeddings WHERE model_name = %s AND "
+                               "text_hash = ANY(%s)", [model, list(wanted)])
+                rows = cursor.fetchall()
+            else:
+                rows = []
+                for chunk in parameter_chunks(list(wanted)):
+                    cursor.execute(f"SELECT text_hash, embedding FROM embeddings WHERE model_name = ? AND "
+                                   f"text_hash IN ({','.join('?' * len(chunk))})", [model, *chunk])
+                    rows += cursor.fetchall()
+            for text_hash, blob in rows:
+                found[text_hash] = np.frombuffer(blob, dtype=np.float32)
             stored[model] = found
     finally:
         cursor.close()

@@ -6,4 +6,5 @@ scripts/setup.sh --test
 export LES_TEST_MODELS_DIR="${LES_TEST_MODELS_DIR:-$PWD/data/test-models}"
 .venv/bin/python -m ruff check .
 .venv/bin/python -m mypy
-exec .venv/bin/python -m pytest "$@"
+# The slowest tests are listed at the end, to keep the whole run under 20 minutes.
+exec .venv/bin/python -m pytest --durations=25 "$@"
