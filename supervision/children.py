@@ -19,7 +19,7 @@ from shared.settings import PROJECT_ROOT
 class ChildSpec:
     """What a child process is started as: its role and, for a worker, its model, id, threads, model file and slot."""
 
-    role: str  # "writer", "gateway" or "worker"
+    role: str  # "writer", "gateway", "worker" or "indexer" (a gateway host without the writer)
     model: str = ""
     worker_id: int = 0
     threads: int = 0
@@ -50,6 +50,8 @@ class ChildSpec:
                     *listen, *extra]
         if self.role == "writer":
             return [sys.executable, "-m", "workers", "writer", *extra]
+        if self.role == "indexer":
+            return [sys.executable, "-m", "workers", "indexer", "--models", ",".join(served_models), *extra]
         return [sys.executable, "-m", "workers", "embedder", "--model", self.model, "--worker-id",
                 str(self.worker_id), "--threads", str(self.threads), "--model-path", self.model_path, *extra]
 

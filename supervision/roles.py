@@ -3,15 +3,18 @@
     host 1: supervisor.py start --roles gateway,writer     (HTTP, the broker, the writer, the search indexes)
     host 2: supervisor.py start --roles workers            (WORKER_CONNECT_ADDRESS=tcp://host-1:5557)
     host 3: PostgreSQL                                     (DATABASE_URL on host 1)
+    host 4: supervisor.py start --roles gateway            (more HTTP; WRITER_CONNECT_ADDRESS=tcp://host-1:5560)
 
-The gateway and the writer stay together: the gateway memory-maps the FAISS index files the writer saves
-under its DATA_DIR, and with SQLite it reads the writer's file. A host with workers only has no gateway to
-register with locally, so it must be told where one is.
+A gateway memory-maps the FAISS index files saved under its own DATA_DIR: with the writer on its host, the
+writer's; without, an indexer process of its own builds them from the database (workers/writer/index_process.py),
+which therefore must be PostgreSQL (a SQLite file lives on one host). A host with workers only has no gateway
+to register with locally, so it must be told where the gateways are.
 """
 
 from __future__ import annotations
 
 from shared.curve import is_tcp
+from shared.schema import is_sqlite
 from shared.settings import Settings
 
 ALL_ROLES = ("gateway", "writer", "workers")
@@ -27,9 +30,9 @@ def check_roles(settings: Settings) -> None:
     unknown = roles - set(ALL_ROLES)
     if unknown or not roles:
         raise RolesRefused(f"ROLES={','.join(settings.roles)}: choose from {', '.join(ALL_ROLES)}")
-    if ("gateway" in roles) != ("writer" in roles):
-        raise RolesRefused("the gateway and the writer run on the same host (the gateway maps the search indexes "
-                           "the writer saves): give both roles, or neither")
+    if ("gateway" in roles) != ("writer" in roles) and is_sqlite(settings.database_url):
+        raise RolesRefused("a gateway and a writer on different hosts need a database both reach: set "
+                           "DATABASE_URL=postgresql+psycopg://... (SQLite is a file on one host)")
     if roles == {"workers"} and not all(map(is_tcp, settings.worker_connect_addresses)):
         raise RolesRefused("a host with workers only connects to a gateway elsewhere: set "
                            "WORKER_CONNECT_ADDRESS=tcp://gateway-host:port (and CLUSTER_SECRET)")

@@ -112,7 +112,7 @@ class Supervisor:
             for child in self._children:
                 if child.pid == message.pid:
                     child.status = message
-                    if child.spec.role in ("writer", "gateway"):
+                    if child.spec.role in ("writer", "gateway", "indexer"):
                         child.ready = message.state == "ready"
             if message.role == "gateway":
                 self._registered[message.pid] = {worker.pid for worker in message.workers if not worker.leaving}
@@ -131,9 +131,12 @@ class Supervisor:
             if child.stopping_since is not None and now - child.stopping_since > self._settings.stop_timeout_seconds:
                 log.warning("%s (pid %d) did not stop in time; killing it", child.spec.name, child.pid)
                 child.kill()
-        if runs(self._settings, "writer"):  # the gateway and the writer come together (supervision/roles.py)
-            writer = self._ensure_writer(now)
-            if writer is not None and writer.ready:  # the gateways read the database the writer creates
+        local_writer = runs(self._settings, "writer")
+        writer = self._ensure_single("writer", now) if local_writer else None
+        if runs(self._settings, "gateway"):
+            if not local_writer:  # the writer is on another host: this one keeps its own search indexes
+                self._ensure_single("indexer", now)
+            if not local_writer or (writer is not None and writer.ready):  # they read what the writer creates
                 self._ensure_gateways(now)
         if runs(self._settings, "workers"):
             self._reconcile_workers(now)
@@ -176,13 +179,14 @@ class Supervisor:
         log.error("model %s failed: %s; `supervisor.py scale %s N` tries again", child.spec.model,
                   self._failed_models[child.spec.model], child.spec.model)
 
-    def _ensure_writer(self, now: float) -> Child | None:
-        running = [c for c in self._children if c.spec.role == "writer" and c.stopping_since is None]
+    def _ensure_single(self, role: str, now: float) -> Child | None:
+        """The one running writer (or indexer), started when there is none and its backoff allows."""
+        running = [c for c in self._children if c.spec.role == role and c.stopping_since is None]
         if running:
             return running[0]
-        if not self._slot_history("writer").may_start(now):
+        if not self._slot_history(role).may_start(now):
             return None
-        return self._spawn(ChildSpec("writer"))
+        return self._spawn(ChildSpec(role))
 
     def _ensure_gateways(self, now: float) -> None:
         """GATEWAY_PROCESSES gateways, each in its slot, all accepting on the one listening socket."""
@@ -311,6 +315,8 @@ class Supervisor:
             for model, count in self._desired.workers.items() if model not in self._failed_models)
         roles = {r["role"] for r in rows if r["state"] == "ready"}
         expected = {"writer", "gateway"} & set(self._settings.roles)
+        if "gateway" in expected and "writer" not in expected:
+            expected.add("indexer")
         running = {child.spec.slot_key for child in self._children}
         waiting = [{"slot": key, **self._history_fields(key, now)} for key, history in sorted(self._history.items())
                    if key not in running and history.wait_left(now) is not None]

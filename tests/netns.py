@@ -38,6 +38,7 @@ class Hosts:
     prefix: str = field(default_factory=lambda: f"les{os.getpid() % 10000}n{next(_NAMES)}")
     _namespaces: list[str] = field(default_factory=list)
     _root_links: list[str] = field(default_factory=list)
+    _links: int = 0
 
     def host(self, name: str) -> str:
         """The namespace of host `name`, made on first use."""
@@ -55,8 +56,8 @@ class Hosts:
     def link(self, a: str, a_address: str, b: str, b_address: str) -> tuple[str, str]:
         """A cable between hosts `a` and `b` (a /24 each side); `a` may be "" for the pytest process's own host.
         Returns the two interface names."""
-        index = len(self._namespaces) + len(self._root_links)
-        end_a, end_b = f"{self.prefix}a{index}", f"{self.prefix}b{index}"
+        self._links += 1
+        end_a, end_b = f"{self.prefix}a{self._links}", f"{self.prefix}b{self._links}"
         _ip("link", "add", end_a, "type", "veth", "peer", "name", end_b)
         for end, host, address in ((end_a, a, a_address), (end_b, b, b_address)):
             if host:

@@ -35,6 +35,7 @@ class PostgresCluster:
     host: str = "127.0.0.1"  # where it listens, and the address in the URLs it gives
     launcher: tuple[str, ...] = ()  # `ip netns exec NAME`: the server runs on a test's host of its own
     clients: str = ""  # a network (CIDR) whose clients are trusted besides loopback
+    also_listen: str = ""  # more addresses to listen on (comma-separated), for clients on other links
     _databases: int = 0
 
     @property
@@ -59,7 +60,8 @@ class PostgresCluster:
         return self
 
     def _pg_ctl(self, action: str) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off"
+        listen = ",".join(filter(None, [self.host, self.also_listen]))
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={listen} -c fsync=off"
         self._run("pg_ctl", action, "-D", str(self.data_dir), "-w", "-t", "60", "-m", "fast",
                   "-l", str(self.root / "server.log"), "-o", options)
 

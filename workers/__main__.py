@@ -1,4 +1,4 @@
-"""Entry point of every worker process: `python -m workers embedder ...` or `python -m workers writer`.
+"""Entry point of every worker process: `python -m workers embedder ...`, `... writer` or `... indexer`.
 
 The supervisor starts children this way with an explicit environment; settings come from that environment.
 """
@@ -26,11 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     embedder.add_argument("--threads", type=int, required=True)
     embedder.add_argument("--model-path", required=True)
     embedder.add_argument("--foreground", action="store_true", help="also log to stdout")
-    writer = roles.add_parser("writer", help="the single SQLite writer")
+    writer = roles.add_parser("writer", help="the single database writer")
     writer.add_argument("--foreground", action="store_true")
+    indexer = roles.add_parser("indexer", help="search indexes from the database, on a gateway host without the writer")
+    indexer.add_argument("--models", required=True)
+    indexer.add_argument("--foreground", action="store_true")
     args = parser.parse_args(argv)
     settings = load_settings()
     stop = StopFlag().install()
+
+    if args.role == "indexer":
+        child_prologue("llama-embeddings: indexer")
+        configure_logging("indexer", settings.log_dir, settings.log_level, to_stdout=args.foreground)
+        from workers.writer.index_process import run_indexer
+
+        run_indexer(settings, stop, tuple(model for model in args.models.split(",") if model))
+        return 0
 
     if args.role == "writer":
         child_prologue("llama-embeddings: writer")
