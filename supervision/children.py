@@ -36,7 +36,7 @@ class ChildSpec:
 
     @property
     def name(self) -> str:
-        """How the logs name the child: `worker <model>#<worker id>`, `gateway`, `gateway-<slot>` or `writer`."""
+        """How the logs name the child: `worker <model>#<worker id>`, `gateway-<slot>` past the first, or its role."""
         if self.role == "worker":
             return f"worker {self.model}#{self.worker_id}"
         return f"gateway-{self.slot}" if self.role == "gateway" and self.slot else self.role

@@ -44,7 +44,7 @@ class Desired:
 
 
 class Supervisor:
-    """Keeps the writer, the gateway and every model's workers running as `Desired` says; answers the control socket."""
+    """Keeps this host's roles running (writer, gateways, workers as `Desired` says); answers the control socket."""
 
     def __init__(self, settings: Settings, desired: Desired, env: dict[str, str], foreground: bool,
                  stderr: IO[bytes] | None = None) -> None:
@@ -160,6 +160,7 @@ class Supervisor:
             if code is None:
                 continue
             self._children.remove(child)
+            self._registered.pop(child.pid, None)
             if child.stopping_since is not None:
                 log.info("%s (pid %d) stopped: %s", child.spec.name, child.pid, describe_exit(code))
                 continue
