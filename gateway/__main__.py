@@ -4,7 +4,9 @@ With GATEWAY_PROCESSES > 1 the supervisor starts several; they share one listeni
 supervisor opened and passes down (`--listen-fd`): the kernel hands each new connection to whichever gateway
 accepts first, and connections waiting to be accepted survive the death of any one gateway (a socket per
 process with SO_REUSEPORT would lose the queue of the one killed). Each process binds its own worker socket
-(`gateway_worker_address(WORKER_BIND_ADDRESS, index)`), and every worker connects to all of them.
+(`gateway_worker_address(WORKER_BIND_ADDRESS, index)`), and every worker connects to all of them, rather than
+all of them to one broker process between (the ZeroMQ guide's Majordomo): that would put one more hop and one
+more single-core process on every request, the very limit several gateways are there to lift.
 """
 
 from __future__ import annotations
