@@ -44,6 +44,3 @@ class MemoryCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -372,11 +372,11 @@ def _nested_fields(cls: type) -> tuple[_Nested, ...]:
             continue
         args = get_args(hint)
         if hint in _STRUCTS:
-            nested.append(_Nested(name, _packer(hint), _unpacker(hint)))
+            nested.append(_Nested(name, *_struct_codec(hint)))
         elif get_origin(hint) is list and args[0] in _STRUCTS:
-            nested.append(_Nested(name, *_each(_packer(args[0]), _unpacker(args[0]))))
+            nested.append(_Nested(name, *_each(*_struct_codec(args[0]))))
         elif get_origin(hint) in (Union, types.UnionType) and type(None) in args and args[0] in _STRUCTS:
-            nested.append(_Nested(name, *_optional(_packer(args[0]), _unpacker(args[0]))))
+            nested.append(_Nested(name, *_optional(*_struct_codec(args[0]))))
     return tuple(nested)
 
 
@@ -392,37 +392,30 @@ def _optional(pack: Callable[[Any], Any], unpack: Callable[[Any], Any]) -> Codec
             (lambda array: None if array is None else unpack(array)))
 
 
-def _packer(struct: type) -> Callable[[Any], Any]:
+def _struct_codec(struct: type) -> Codec:
+    """A struct to the array of its field values and back, its own struct-valued fields packed in turn."""
     values = attrgetter(*(f.name for f in fields(struct)))
     inner = _nested_fields(struct)
     if not inner:
-        return values
-    positions = {f.name: i for i, f in enumerate(fields(struct))}
+        return values, lambda array: struct(*array)
+    positions = [(i, nested) for i, f in enumerate(fields(struct)) for nested in inner if nested.name == f.name]
 
     def pack(value: Any) -> list[Any]:
         array = list(values(value))
-        for nested in inner:
-            array[positions[nested.name]] = nested.pack(array[positions[nested.name]])
+        for i, nested in positions:
+            array[i] = nested.pack(array[i])
         return array
-    return pack
-
-
-def _unpacker(struct: type) -> Callable[[Any], Any]:
-    inner = _nested_fields(struct)
-    if not inner:
-        return lambda array: struct(*array)
-    positions = {f.name: i for i, f in enumerate(fields(struct))}
 
     def unpack(array: list[Any]) -> Any:
         array = list(array)
-        for nested in inner:
-            array[positions[nested.name]] = nested.unpack(array[positions[nested.name]])
+        for i, nested in positions:
+            array[i] = nested.unpack(array[i])
         return struct(*array)
-    return unpack
+    return pack, unpack
 
 
 _NESTED: dict[type, tuple[_Nested, ...]] = {cls: _nested_fields(cls) for cls in _BY_KIND.values()}
-_pack_row = _packer(EmbeddingRow)
+_pack_row, _ = _struct_codec(EmbeddingRow)
 
 
 def pack_rows(rows: list[EmbeddingRow]) -> list[tuple[Any, ...]]:
