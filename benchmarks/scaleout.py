@@ -36,14 +36,26 @@ MINILM = "all-minilm-l6-v2"
 CORES = os.cpu_count() or 1
 
 
-def gateway_cpu_seconds(service: Service) -> float:
-    """User + system CPU the instance's gateway processes have used so far."""
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU these processes have used so far (those gone since are left out)."""
     total = 0.0
-    for row in service.status()["processes"]:
-        if row["role"] == "gateway":
-            times = psutil.Process(row["pid"]).cpu_times()
-            total += times.user + times.system
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
     return total
+
+
+def role_processes(service: Service, role: str) -> list[psutil.Process]:
+    """The instance's processes of `role`, from its status."""
+    return [psutil.Process(row["pid"]) for row in service.status()["processes"] if row["role"] == role]
+
+
+def gateway_cpu_seconds(service: Service) -> float:
+    """CPU the instance's gateway processes have used so far."""
+    return cpu_seconds(role_processes(service, "gateway"))
 
 
 @contextmanager
@@ -98,19 +110,13 @@ def capacity_model(gateway_ms_uncached: float, texts_per_core: float, writer_ms_
 
 
 def postgres_cpu_seconds() -> float:
-    """User + system CPU of every PostgreSQL server process on this machine so far (they share our cores here)."""
-    total = 0.0
-    for process in psutil.process_iter(["name", "cpu_times"]):
-        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
-            total += process.info["cpu_times"].user + process.info["cpu_times"].system
-    return total
+    """CPU of every PostgreSQL server process on this machine so far (they share our cores here)."""
+    return cpu_seconds([p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"])
 
 
 def writer_cpu_seconds(service: Service) -> float:
-    """User + system CPU of the writer process (inserts and the search index) so far."""
-    writer = next(r for r in service.status()["processes"] if r["role"] == "writer")
-    times = psutil.Process(writer["pid"]).cpu_times()
-    return times.user + times.system
+    """CPU of the writer process (inserts and the search index) so far."""
+    return cpu_seconds(role_processes(service, "writer"))
 
 
 def main() -> int:

@@ -107,6 +107,11 @@ class Settings:
         return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
+    def worker_move_seconds(self) -> float:
+        """How long moving every worker to other model files may take (a start and a stop): the RAM-disk waits."""
+        return self.startup_timeout_seconds + self.stop_timeout_seconds
+
+    @property
     def log_dir(self) -> Path:
         """Each process's log files."""
         return self.data_dir / "logs"

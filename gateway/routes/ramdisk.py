@@ -35,10 +35,10 @@ async def clear_ramdisk(request: Request) -> Response:
     settings = services(request).settings
     if not settings.use_ramdisk:
         return JSONResponse({"message": DISABLED_MESSAGE, "detail": "USE_RAMDISK=false"})
-    within = settings.startup_timeout_seconds + settings.stop_timeout_seconds
     try:
         # The control client blocks (REQ sockets with a timeout, then polling): keep it off the event loop.
-        state = await asyncio.to_thread(control_client.clear_ramdisk, settings.control_address, within)
+        state = await asyncio.to_thread(control_client.clear_ramdisk, settings.control_address,
+                                        settings.worker_move_seconds)
     except NotRunning as exc:
         raise Unavailable(f"the supervisor did not answer: {exc}") from exc
     except CommandFailed as exc:

@@ -149,7 +149,7 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
 
 def _clear(settings: Settings) -> int:
     try:
-        final = clear_ramdisk(settings.control_address, _moving_time(settings))
+        final = clear_ramdisk(settings.control_address, settings.worker_move_seconds)
     except NotRunning:
         try:
             print(operations.clear(settings))  # no service: nothing maps from it
@@ -171,11 +171,6 @@ def _clear(settings: Settings) -> int:
     return 0
 
 
-def _moving_time(settings: Settings) -> float:
-    """How long moving every worker may take: a start and a stop."""
-    return settings.startup_timeout_seconds + settings.stop_timeout_seconds
-
-
 def _ask(settings: Settings, action: str) -> RamdiskState | None:
     """The running supervisor's answer to a `ramdisk` action, or None when it is not running."""
     try:
@@ -187,7 +182,7 @@ def _ask(settings: Settings, action: str) -> RamdiskState | None:
 def _wait(settings: Settings, done: Callable[[RamdiskState], bool]) -> RamdiskState | None:
     """The supervisor's RAM disk state once `done`; None after the start and stop timeouts or without a supervisor."""
     try:
-        return wait_for_ramdisk(settings.control_address, done, _moving_time(settings))
+        return wait_for_ramdisk(settings.control_address, done, settings.worker_move_seconds)
     except NotRunning:
         return None
 
