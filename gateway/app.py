@@ -24,9 +24,11 @@ from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
+from gateway.model_roster import ModelRoster
+from gateway.on_demand import OnDemandLoader
 from gateway.openapi import ASSETS_PATH, Endpoint, build_document, docs_endpoints
 from gateway.request_metrics import RequestMetrics
-from gateway.routes import documents, embeddings, health, openai, similarity
+from gateway.routes import admin, console, documents, embeddings, health, openai, similarity
 from gateway.routes import metrics as metrics_route
 from gateway.routes import ramdisk as ramdisk_route
 from gateway.search.indexes import SearchIndexes
@@ -44,7 +46,7 @@ VERSION = "0.1.0"
 def all_endpoints() -> list[Endpoint]:
     """Every documented endpoint of the service, in the order the OpenAPI document lists them."""
     return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *openai.ENDPOINTS, *health.ENDPOINTS, *metrics_route.ENDPOINTS,
-            *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS]
+            *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS, *admin.ENDPOINTS]
 
 
 def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 0) -> Starlette:
@@ -59,12 +61,16 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         context = zmq.asyncio.Context()
         supervisor = SupervisorView(settings, context)
+        loader = OnDemandLoader(settings, supervisor, lambda model: bool(broker.live_workers(model)))
         broker = Broker(settings, context, health=supervisor.health,
-                        bind_address=gateway_worker_address(settings.worker_bind_address, index))
+                        bind_address=gateway_worker_address(settings.worker_bind_address, index),
+                        load_on_demand=loader.load if settings.load_on_demand else None)
         writer = WriterLink(settings, context, index)
         database = ReadOnlyDatabase(settings.database_url)
+        roster = ModelRoster(served_models, lambda model: bool(broker.live_workers(model)))
+        supervisor.listeners.append(roster.update)
         service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
-                                   served_models, settings.max_text_chars)
+                                   roster, settings.max_text_chars)
         search = SearchIndexes(settings, served_models, database)
         service.computed_listeners.append(search.rows_computed)
         app.state.services = Services(settings, broker, database, writer, service,
@@ -94,6 +100,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
 
     routes: list[BaseRoute] = [endpoint.route() for endpoint in endpoints]
     routes += docs_endpoints(document)
+    routes += console.ROUTES
     routes.append(Mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"))
     middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
     if settings.use_security_token:

@@ -3,7 +3,8 @@
 Accepted as `Authorization: Bearer <token>` or as the original service's `token` query parameter, and
 compared in constant time. 401 when no token is given, 403 when a wrong one is. The health check stays
 open so that orchestrators can probe it; the docs page and OpenAPI document stay open too (they hold no
-data, and clients need them to discover the API); /metrics is protected (Prometheus can send a bearer token).
+data, and clients need them to discover the API), and so does the console page (it holds no data: it asks for
+the token and sends it with every call); /metrics is protected (Prometheus can send a bearer token).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/", "/openapi.json"})
-OPEN_PREFIXES = ("/swagger-assets/",)
+OPEN_PATHS = frozenset({"/health", "/", "/openapi.json", "/console"})
+OPEN_PREFIXES = ("/swagger-assets/", "/console/")
 
 
 class TokenAuth:

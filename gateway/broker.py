@@ -14,13 +14,13 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
 from zmq.auth.thread import ThreadAuthenticator
 
-from gateway.errors import GatewayTimeout, Overloaded, Unavailable, WorkerFailed
+from gateway.errors import GatewayError, GatewayTimeout, Overloaded, Unavailable, WorkerFailed
 from gateway.zmq_sending import send_now
 from shared.curve import check_bind, secure_server, start_authenticator, watch_handshakes
 from shared.model_health import answers_at_once, no_worker_reason, retry_after
@@ -98,10 +98,12 @@ class Broker:
     """Owns the ROUTER socket; all methods run on the event loop thread."""
 
     def __init__(self, settings: Settings, context: zmq.asyncio.Context,
-                 health: Callable[[str], ModelHealth | None] = lambda _model: None, bind_address: str = "") -> None:
+                 health: Callable[[str], ModelHealth | None] = lambda _model: None, bind_address: str = "",
+                 load_on_demand: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._settings = settings
         self._address = bind_address or settings.worker_bind_address  # gateway process i's own (GATEWAY_PROCESSES)
         self._health = health  # the supervisor's word on a model without workers (supervisor_view.py)
+        self._load_on_demand = load_on_demand  # LOAD_ON_DEMAND: gateway/on_demand.py
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
         self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -161,6 +163,14 @@ class Broker:
         queue = self._queues.setdefault(model, deque())
         if not self.live_workers(model):
             health = self._health(model)
+            if self._load_on_demand is not None and health is not None and health.desired == 0 \
+                    and not health.failed_reason:
+                try:
+                    await self._load_on_demand(model)
+                except GatewayError:
+                    self._counters(model).failed += 1
+                    raise
+                health = None  # loaded: the report that said 0 workers is out of date
             if health is not None and answers_at_once(health, self._settings.worker_wait_seconds):
                 # No worker can come within WORKER_WAIT_SECONDS (failed, scaled to 0, a long backoff): say so now.
                 self._counters(model).failed += 1

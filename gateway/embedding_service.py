@@ -17,6 +17,7 @@ from gateway.broker import Broker
 from gateway.cache import CachedVector, CacheKey, MemoryCache
 from gateway.database import ReadOnlyDatabase
 from gateway.errors import BadRequest, Unavailable
+from gateway.model_roster import ModelRoster
 from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
 from shared.protocol import EmbeddingRow
@@ -54,7 +55,7 @@ class EmbeddingService:
     """The one way texts (and token-id lists) become vectors in the gateway; every route that embeds calls it."""
 
     def __init__(self, broker: Broker, cache: MemoryCache, database: ReadOnlyDatabase, writer: WriterLink,
-                 models: tuple[str, ...], max_text_chars: int) -> None:
+                 models: ModelRoster, max_text_chars: int) -> None:
         self._broker = broker
         self._cache = cache
         self._database = database
@@ -66,9 +67,9 @@ class EmbeddingService:
         self.computed_listeners: list[ComputedListener] = []
 
     def check_model(self, model: str) -> str:
-        """`model` when it is served; BadRequest naming the served ones otherwise."""
-        if model not in self.models:
-            raise BadRequest(f"unknown model {model!r}; available models: {', '.join(self.models)}")
+        """`model` when it is installed (served or not); BadRequest naming the served ones otherwise."""
+        if not self.models.accepts(model):
+            raise BadRequest(self.models.unknown_model_message(model))
         return model
 
     async def embed(self, model: str, texts: list[str], client_ip: str | None = None,

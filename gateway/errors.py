@@ -30,6 +30,24 @@ class BadRequest(GatewayError):
     status_code = 422
 
 
+class Forbidden(GatewayError):
+    """403: the admin API asked from another host while USE_SECURITY_TOKEN is off."""
+
+    status_code = 403
+
+
+class NotFound(GatewayError):
+    """404: the admin API named a model that is not installed."""
+
+    status_code = 404
+
+
+class Conflict(GatewayError):
+    """409: the supervisor refused an admin action as things stand (memory admission, the thread allotment)."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(GatewayError):
     """413: the request body passes MAX_REQUEST_BODY_MB, or the uploaded file MAX_UPLOAD_SIZE_MB."""
 

@@ -98,7 +98,7 @@ class ServiceCollector(Collector):
 
     def _models(self) -> Iterable[Metric]:
         broker = self._services.broker
-        models = sorted(set(self._services.embeddings.models) | set(broker.counters))
+        models = sorted(set(self._services.embeddings.models.served()) | set(broker.counters))
         families = {
             "requests": CounterMetricFamily(f"{PREFIX}_worker_requests", "Requests queued for workers", labels=["model"]),
             "texts": CounterMetricFamily(f"{PREFIX}_worker_inputs", "Inputs queued for workers", labels=["model"]),

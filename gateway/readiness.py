@@ -1,4 +1,5 @@
-"""Whether the service can answer embedding requests: every served model has a live worker, the writer answers."""
+"""Whether the service can answer embedding requests: a model is listed, every listed model has a live worker,
+the writer answers."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def writer_alive(services: Services) -> bool:
 
 def readiness_problems(services: Services) -> list[str]:
     """Why the service is not ready, one reason per line; empty when it is."""
-    problems = [no_worker_reason(model, services.supervisor.health(model)) for model in services.embeddings.models
+    served = services.embeddings.models.served()
+    problems = [no_worker_reason(model, services.supervisor.health(model)) for model in served
                 if not services.broker.live_workers(model)]
+    if not served:
+        problems.append("no model is loaded: `supervisor.py scale MODEL N` or POST /admin/models/MODEL/scale loads one")
     silent = services.writer.silent_for()
     if silent is None:
         problems.append("the writer has not answered a ping yet")

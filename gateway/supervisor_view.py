@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
 
 from shared.control_client import CommandFailed, NotRunning, ask
-from shared.protocol import ModelHealth, ProtocolError
+from shared.protocol import ControlReply, ModelHealth, ProtocolError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class SupervisorView:
         self._health: dict[str, ModelHealth] = {}
         self._updated_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        self.listeners: list[Callable[[list[ModelHealth]], None]] = []  # told every report (the model roster)
 
     async def start(self) -> None:
         """Start asking the supervisor for its health report once a second."""
@@ -45,6 +47,11 @@ class SupervisorView:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def command(self, command: str, arguments: dict[str, Any] | None = None,
+                      timeout: float = 10.0) -> ControlReply:
+        """Send the supervisor a command (the admin API's, a load on demand); NotRunning or CommandFailed."""
+        return await ask(self._context, self._address, command, arguments, timeout=timeout)
 
     def health(self, model: str) -> ModelHealth | None:
         """The supervisor's latest word on `model`, or None when it has none that is recent."""
@@ -63,4 +70,6 @@ class SupervisorView:
             else:
                 self._health = {health.model: health for health in reply.health}
                 self._updated_at = time.monotonic()
+                for listener in self.listeners:
+                    listener(reply.health)
             await asyncio.sleep(POLL_SECONDS)

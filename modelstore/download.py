@@ -29,6 +29,16 @@ class DownloadError(RuntimeError):
     """A download that failed; the message names the URL and what went wrong."""
 
 
+def is_url(target: str) -> bool:
+    """True for an http(s) URL (a pull of a GGUF file), False for a catalogue name."""
+    return target.startswith(("http://", "https://"))
+
+
+def url_file_name(url: str) -> str:
+    """The file name a URL's path ends with, which a pulled GGUF is saved under."""
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model.gguf"
+
+
 def part_path(destination: Path) -> Path:
     """Where the bytes of `destination` collect until they have been verified."""
     return destination.with_name(destination.name + ".part")

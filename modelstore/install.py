@@ -28,7 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from modelstore.catalogue import Catalogue, ModelEntry, add_local_entry, load_catalogue
-from modelstore.download import download, part_path
+from modelstore.download import download, part_path, url_file_name
 from shared.file_integrity import IntegrityError, copy_into_staging, publish_verified, sha256_of_file
 
 if TYPE_CHECKING:
@@ -98,6 +98,18 @@ def ensure_installed(names: Sequence[str], models_dir: Path, catalogue: Catalogu
         paths.append(install(entry, models_dir))
         log.info("installed model %s at %s", name, paths[-1])
     return paths
+
+
+def pull_url(url: str, models_dir: Path, *, name: str | None = None) -> ModelEntry:
+    """Download a .gguf file from `url` (resuming an earlier attempt) and import it as model `name`."""
+    file = url_file_name(url)
+    if not file.lower().endswith(".gguf"):
+        raise InstallError(f"{url}: a URL pull takes a .gguf file; convert other formats and `models import` them")
+    path = download(url, models_dir / "downloads" / file)
+    try:
+        return import_folder(path, models_dir, name=name)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def import_folder(path: Path, models_dir: Path, *, name: str | None = None) -> ModelEntry:

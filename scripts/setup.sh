@@ -11,7 +11,7 @@ if [[ "${1:-}" == "--test" ]]; then
     extras="[test]"
     # ghostscript: the document tests make their second kind of PDF with it (fpdf2 makes the first).
     # postgresql: the server binaries (initdb, pg_ctl) of the throw-away clusters the PostgreSQL tests start.
-    apt_packages+=(ghostscript util-linux postgresql)
+    apt_packages+=(ghostscript util-linux postgresql chromium)
 fi
 
 missing=()

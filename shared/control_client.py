@@ -18,7 +18,11 @@ class NotRunning(RuntimeError):
 
 
 class CommandFailed(RuntimeError):
-    """The supervisor refused the command; the message says why."""
+    """The supervisor refused the command; the message says why, `kind` what sort of refusal it is."""
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def send_command(address: str, command: str, arguments: dict[str, Any] | None = None,
@@ -61,7 +65,7 @@ def _checked(reply: Message) -> ControlReply:
     if not isinstance(reply, ControlReply):
         raise CommandFailed(f"unexpected reply {type(reply).__name__}")
     if reply.error:
-        raise CommandFailed(reply.error)
+        raise CommandFailed(reply.error, reply.error_kind or "refused")
     return reply
 
 

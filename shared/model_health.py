@@ -1,7 +1,7 @@
 """Why a model has no live worker, as the supervisor knows it: the words of every 503 and `/ready` reason.
 
-The supervisor builds one `ModelHealth` (shared/protocol.py) per served model (its `health` control command); the gateway polls it
-and, when a model has no live worker, answers with `no_worker_reason()` instead of a bare "no live worker".
+The supervisor builds one `ModelHealth` (shared/protocol.py) per installed model (its `health` control command);
+the gateway polls it and, when a model has no live worker, answers with `no_worker_reason()` instead of a bare "no live worker".
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def _explain(health: ModelHealth) -> str:
         return (f"{prefix}: {health.failed_reason}; after fixing the cause, `supervisor.py scale {model} N` "
                 f"tries again ({LOG_HINT})")
     if health.desired == 0:
-        return f"{prefix}: it is scaled to 0 workers (`supervisor.py scale {model} 1` starts one)"
+        return (f"{prefix}: it is installed but not loaded (0 workers); `supervisor.py scale {model} 1` or "
+                f"POST /admin/models/{model}/scale loads it, or set LOAD_ON_DEMAND=true to load models on request")
     if health.deaths:
         if health.deaths == 1:
             history = f"its worker was {health.last_exit} {health.streak_seconds:.0f} s ago"

@@ -250,14 +250,14 @@ class Control:
     """CLI or gateway → supervisor's control socket: one of the commands `Supervisor._command` knows."""
 
     KIND: ClassVar[Kind] = Kind.CONTROL
-    command: str  # "status", "stop", "scale", "health" or "ramdisk"
+    command: str  # "status", "stop", "scale", "load", "models", "pull", "health" or "ramdisk"
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class ModelHealth:
-    """A served model as the supervisor knows it: the facts behind every 503 and `/ready` reason
-    (shared/model_health.py turns them into words)."""
+    """An installed model as the supervisor knows it (desired 0: not loaded): the facts behind every 503 and
+    `/ready` reason (shared/model_health.py turns them into words), and the gateway's list of installed models."""
 
     model: str
     desired: int  # workers the operator asked for
@@ -301,13 +301,16 @@ class RamdiskState:
 class ControlReply:
     """Supervisor → CLI or gateway. `error` is empty on success; the other fields answer one command each.
 
-    `data` answers `status`, `stop` and `scale`: reports the CLI prints as JSON for an operator (and tests read
-    by key), so they stay documents rather than structs.
+    `data` answers `status`, `stop`, `scale`, `load`, `models` and `pull`: reports the CLI prints and the admin
+    API returns as JSON for an operator (and tests read by key), so they stay documents rather than structs.
+    `error_kind` sorts a refusal for the admin API's status code: "not_found" (no such model installed) or
+    "refused" (anything else the supervisor turned down).
     """
 
     KIND: ClassVar[Kind] = Kind.CONTROL_REPLY
     data: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    error_kind: str = ""
     health: list[ModelHealth] = field(default_factory=list)  # `health`
     ramdisk: RamdiskState | None = None  # `ramdisk`
 

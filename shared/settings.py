@@ -95,6 +95,11 @@ class Settings:
     restart_backoff_max_seconds: float
     restart_backoff_reset_seconds: float
     test_engine_crash: str  # test only: read by workers (canary.crash_requested)
+    # operators (supervision/operations.py, gateway/on_demand.py)
+    load_on_demand: bool
+    load_on_demand_timeout_seconds: float
+    model_idle_unload_seconds: float
+    memory_reserve_bytes: int
 
     @property
     def run_dir(self) -> Path:
@@ -125,6 +130,11 @@ class Settings:
     def events_address(self) -> str:
         """The supervisor's event socket, to which every child pushes its STATUS reports."""
         return f"ipc://{self.run_dir / 'events.sock'}"
+
+    @property
+    def scale_state_file(self) -> Path:
+        """The worker counts the operator set with `scale`, kept across stop and start."""
+        return self.data_dir / "scale.json"
 
     @property
     def canary_dir(self) -> Path:
@@ -230,6 +240,10 @@ class _Sources(BaseSettings):
     restart_backoff_max_seconds: float = 60.0
     restart_backoff_reset_seconds: float = 60.0
     test_engine_crash: str = ""
+    load_on_demand: Flag = False
+    load_on_demand_timeout_seconds: float = 120.0
+    model_idle_unload_seconds: float = 300.0
+    memory_reserve_mb: float = 1024.0
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, str] | None = None) -> Settings:
@@ -249,7 +263,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
                                      "worker_bind_address", "worker_connect_address", "writer_bind_address",
                                      "gateway_processes",
                                      "writer_connect_address", "max_request_body_mb",
-                                     "ramdisk_path", "log_level"})
+                                     "ramdisk_path", "log_level", "memory_reserve_mb"})
     return Settings(
         **fields,
         data_dir=data_dir,
@@ -267,6 +281,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         max_request_body_bytes=int(raw.max_request_body_mb * 1024 * 1024),
         ramdisk_path=(PROJECT_ROOT / Path(raw.ramdisk_path).expanduser()).resolve(),
         log_level=raw.log_level.upper(),
+        memory_reserve_bytes=int(raw.memory_reserve_mb * 1024 * 1024),
     )
 
 

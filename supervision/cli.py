@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from modelstore.catalogue import Catalogue, load_catalogue
+from modelstore.download import is_url
 from shared.control_client import CommandFailed, NotRunning, is_running, send_command
 from shared.curve import OpenBindRefused, check_bind
 from shared.lifecycle import StopFlag
@@ -26,13 +27,15 @@ from supervision.children import child_environment, pid_file
 from supervision.ramdisk.cli_side import add_parser as add_ramdisk_parser
 from supervision.ramdisk.cli_side import check_before_start, cmd_ramdisk, serve_from_ramdisk_at_start
 from supervision.roles import RolesRefused, check_roles, runs
+from supervision.scale_state import read_scale_state
 from supervision.supervisor import Desired, Supervisor
 
 log = logging.getLogger("supervisor")
 
 
 def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
-    """One worker set per served model: MODELS_TO_SERVE, or every installed model.
+    """Every installed model with its worker count: what the operator last scaled it to (DATA_DIR/scale.json),
+    else WORKERS_PER_MODEL for the models served at start (MODELS_TO_SERVE, or every installed one), else 0.
 
     A host without workers serves the models the workers elsewhere load (MODELS_TO_SERVE, or the default models)
     and needs no model file; its counts are 0 and no worker is started."""
@@ -40,7 +43,8 @@ def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
         names = list(settings.models_to_serve or settings.default_models)
         return Desired(workers=dict.fromkeys(names, 0),
                        model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in names})
-    names = list(settings.models_to_serve) or [entry.name for entry in catalogue.installed(settings.models_dir)]
+    installed = [entry.name for entry in catalogue.installed(settings.models_dir)]
+    names = list(settings.models_to_serve) or installed
     missing = [name for name in names if not catalogue[name].is_installed(settings.models_dir)]
     if missing:
         raise SystemExit(f"models not installed: {', '.join(missing)} (run `supervisor.py models pull NAME`)")
@@ -49,8 +53,10 @@ def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
     if settings.default_model_name not in names:
         raise SystemExit(f"DEFAULT_MODEL_NAME {settings.default_model_name!r} is not among the served models {names}")
     per_model = settings.workers_per_model or default_workers_per_model(len(names), settings.worker_threads_total)
-    return Desired(workers={name: per_model for name in names},
-                   model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in names})
+    workers = dict.fromkeys(installed, 0) | dict.fromkeys(names, per_model)
+    workers |= {model: count for model, count in read_scale_state(settings.scale_state_file).items() if model in workers}
+    return Desired(workers=workers,
+                   model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in workers})
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
@@ -170,6 +176,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{row['slot']}: {row['restarts']} restarts, {_last_exit(row)}; next restart in {row['next_restart_in']:.0f}s")
     for model, reason in status["failed_models"].items():
         print(f"failed model {model}: {reason}")
+    if status["scaled"]:
+        counts = ", ".join(f"{model} {count}" for model, count in sorted(status["scaled"].items()))
+        print(f"scaled by the operator (kept across restarts in {settings.scale_state_file}): {counts}")
+    if status["on_demand"]:
+        print(f"loaded on demand (unloaded after MODEL_IDLE_UNLOAD_SECONDS idle): {', '.join(status['on_demand'])}")
     return 0
 
 
@@ -205,6 +216,10 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
                   f"{entry.pooling:7}  {path}")
         return 0
     if args.action == "pull":
+        if is_url(args.target):
+            entry = install.pull_url(args.target, settings.models_dir, name=args.name)
+            print(f"pulled {args.target} as model {entry.name} ({entry.dimensions}-d)")
+            return 0
         path = install.install(catalogue[args.target], settings.models_dir)
         print(f"installed {args.target} at {path}")
         return 0
@@ -230,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     models = commands.add_parser("models", help="list, pull or import models")
     model_actions = models.add_subparsers(dest="action", required=True)
     model_actions.add_parser("list")
-    pull = model_actions.add_parser("pull")
-    pull.add_argument("target", metavar="NAME")
+    pull = model_actions.add_parser("pull", help="a catalogue model by name, or a .gguf file by its http(s) URL")
+    pull.add_argument("target", metavar="NAME_OR_URL")
+    pull.add_argument("--name", help="the model's name, for a URL (default: the file's name)")
     import_ = model_actions.add_parser("import", help="a sentence-transformers folder or a .gguf file")
     import_.add_argument("target", metavar="PATH")
     import_.add_argument("--name")

@@ -5,6 +5,11 @@ Every ~0.5 s it reaps exits (saying how a process died), restarts each slot with
 that exits with EXIT_MODEL_UNUSABLE (its canary crashed with every loading) marks its model failed, with the
 reason, until the operator scales it again. Workers whose thread count no longer fits the allotment are
 replaced rolling: the new ones first, the old ones once the new ones serve, so no request fails.
+
+Every installed model is in `Desired`, most at 0 workers: the catalogue is read again every few seconds, so a
+model imported or pulled while serving can be scaled at once. `scale` (the operator's word: kept in
+DATA_DIR/scale.json) and `load` (a request's, with LOAD_ON_DEMAND; undone when the model idles) both pass
+memory admission (memory_admission.py) before any worker starts.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
 import zmq
 
+from modelstore.catalogue import Catalogue, UnknownModelError, load_catalogue
 from shared.lifecycle import describe_exit
 from shared.protocol import EXIT_MODEL_UNUSABLE, Control, ControlReply, ModelHealth, ProtocolError, Status, decode, encode
 from shared.settings import Settings
@@ -27,11 +34,21 @@ from supervision.allotment import AllotmentError, threads_per_worker
 from supervision.backoff import BackoffPolicy, RestartHistory
 from supervision.children import Child, ChildSpec, spawn, worker_slot_key, worker_slots_prefix
 from supervision.mappings import mapped_files
+from supervision.memory_admission import check_admission
+from supervision.models_report import models_report
+from supervision.on_demand import OnDemandModels
+from supervision.pulls import Pulls
 from supervision.ramdisk.supervisor_side import RamDiskControl
 from supervision.roles import runs
+from supervision.scale_state import read_scale_state, remember_scale
 
 log = logging.getLogger(__name__)
 RECONCILE_SECONDS = 0.5
+CATALOGUE_REFRESH_SECONDS = 2.0  # how soon a model imported or pulled while serving can be scaled
+
+
+class ModelNotInstalled(ValueError):
+    """`scale` or `load` named a model that is not installed here."""
 
 
 @dataclass
@@ -41,6 +58,10 @@ class Desired:
     workers: dict[str, int]  # model -> count
     model_paths: dict[str, str]  # the file new workers map: the installed one, or its RAM disk copy
     disk_paths: dict[str, str] = field(default_factory=dict)  # the installed files; empty: model_paths
+
+    def served(self) -> list[str]:
+        """The models with at least one worker wanted, sorted."""
+        return sorted(model for model, count in self.workers.items() if count > 0)
 
 
 class Supervisor:
@@ -53,7 +74,10 @@ class Supervisor:
         self._env = env
         self._foreground = foreground
         self._stderr = stderr
-        self._served = tuple(sorted(desired.workers))
+        self._catalogue: Catalogue | None = None
+        self._catalogue_read_at = 0.0
+        self._on_demand = OnDemandModels()
+        self._pulls = Pulls(settings, env)
         self._children: list[Child] = []
         self._backoff = BackoffPolicy(settings.restart_backoff_initial_seconds, settings.restart_backoff_max_seconds,
                                       settings.restart_backoff_reset_seconds)
@@ -66,7 +90,18 @@ class Supervisor:
         self._context = zmq.Context()
         self._control = self._context.socket(zmq.REP)
         self._events = self._context.socket(zmq.PULL)
-        self._ramdisk = RamDiskControl(settings, desired.model_paths, dict(desired.disk_paths or desired.model_paths))
+        # The RAM disk holds the models served at start; a model scaled up later maps its installed file.
+        disk_paths = desired.disk_paths or desired.model_paths
+        self._ramdisk = RamDiskControl(settings, desired.model_paths,
+                                       {model: disk_paths[model] for model in desired.served()})
+
+    @property
+    def _served(self) -> tuple[str, ...]:
+        """The models a gateway (or indexer) started now lists at once: those with workers wanted. A host without
+        workers lists what the workers elsewhere load (its counts are all 0)."""
+        if not runs(self._settings, "workers"):
+            return tuple(sorted(self._desired.workers))
+        return tuple(self._desired.served())
 
     # ---- main loop -------------------------------------------------------------------------------------------
     def run(self, stop_requested: Any) -> None:
@@ -98,6 +133,7 @@ class Supervisor:
             self._control.close(linger=0)
             self._events.close(linger=0)
             self._context.term()
+            self._pulls.stop()
             if self._listener is not None:
                 self._listener.close()
 
@@ -139,8 +175,39 @@ class Supervisor:
             if not local_writer or (writer is not None and writer.ready):  # they read what the writer creates
                 self._ensure_gateways(now)
         if runs(self._settings, "workers"):
+            self._refresh_installed(now)
+            self._unload_idle(now)
             self._reconcile_workers(now)
         self._ramdisk.reconcile(self._children)
+
+    def _refresh_installed(self, now: float, force: bool = False) -> Catalogue:
+        """Every installed model in `Desired` (new ones at 0 workers), from the catalogue read at most every
+        CATALOGUE_REFRESH_SECONDS (or now, when `force`)."""
+        if self._catalogue is not None and not force and now - self._catalogue_read_at < CATALOGUE_REFRESH_SECONDS:
+            return self._catalogue
+        catalogue = self._catalogue = load_catalogue(self._settings.models_dir)
+        self._catalogue_read_at = now
+        for entry in catalogue.installed(self._settings.models_dir):
+            if entry.name not in self._desired.workers:
+                path = str(entry.installed_path(self._settings.models_dir))
+                self._desired.workers[entry.name] = 0
+                self._desired.model_paths[entry.name] = path
+                if self._desired.disk_paths:
+                    self._desired.disk_paths[entry.name] = path
+                log.info("model %s is installed: `supervisor.py scale %s N` serves it", entry.name, entry.name)
+        return catalogue
+
+    def _unload_idle(self, now: float) -> None:
+        """Scale the models loaded on demand back to 0 once they have had no request for MODEL_IDLE_UNLOAD_SECONDS."""
+        requests: dict[str, int] = {}  # the models with a ready worker: their workers' request counters summed
+        for child in self._children:
+            if child.spec.role == "worker" and child.ready and child.status is not None:
+                requests[child.spec.model] = requests.get(child.spec.model, 0) + child.status.counters.get("requests", 0)
+        for model in self._on_demand.idle(requests, now, self._settings.model_idle_unload_seconds):
+            log.info("unloading %s: loaded on demand, no request for MODEL_IDLE_UNLOAD_SECONDS=%g", model,
+                     self._settings.model_idle_unload_seconds)
+            self._desired.workers[model] = 0
+            self._on_demand.forget(model)
 
     def _slot_history(self, slot: str) -> RestartHistory:
         history = self._history.get(slot)
@@ -250,8 +317,10 @@ class Supervisor:
             if not isinstance(request, Control):
                 raise ProtocolError("expected CONTROL")
             reply = self._command(request)
+        except (ModelNotInstalled, UnknownModelError) as exc:
+            reply = ControlReply(error=str(exc), error_kind="not_found")
         except (ProtocolError, AllotmentError, KeyError, ValueError, TypeError) as exc:
-            reply = ControlReply(error=str(exc))
+            reply = ControlReply(error=str(exc), error_kind="refused")
         self._control.send_multipart(encode(reply))
 
     def _command(self, request: Control) -> ControlReply:
@@ -261,32 +330,72 @@ class Supervisor:
             self._stopping = True
             return ControlReply(data={"stopping": True, "pid": os.getpid()})
         if request.command == "scale":
-            if not runs(self._settings, "workers"):
-                raise ValueError(f"this host runs no workers (ROLES={','.join(self._settings.roles)}); scale them "
-                                 "on the host that does")
-            model, count = str(request.arguments["model"]), int(request.arguments["count"])
-            if model not in self._desired.workers:
-                raise ValueError(f"model {model!r} is not served; served models: {', '.join(self._served)}")
-            if count < 0:
-                raise ValueError("the worker count must be 0 or more")
-            previous = self._desired.workers[model]
-            self._desired.workers[model] = count
-            try:
-                self._allot()
-            except AllotmentError:
-                self._desired.workers[model] = previous
-                raise
-            self._failed_models.pop(model, None)
-            for slot in self._worker_histories(model):
-                # scaling is the operator's word: no backoff left from earlier deaths
-                del self._history[worker_slot_key(model, slot)]
-            log.info("scale %s: %d -> %d workers", model, previous, count)
-            return ControlReply(data={"model": model, "count": count, "threads_per_worker": self._allot()})
+            return ControlReply(data=self._scale(str(request.arguments["model"]), int(request.arguments["count"]),
+                                                 by_operator=True))
+        if request.command == "load":
+            return ControlReply(data=self._load(str(request.arguments["model"])))
+        if request.command == "models":
+            return ControlReply(data=self.models_report())
+        if request.command == "pull":
+            pull = self._pulls.start(str(request.arguments.get("target", "")), str(request.arguments.get("name", "")))
+            return ControlReply(data=pull.report())
         if request.command == "health":
             return ControlReply(health=self.model_health())
         if request.command == "ramdisk":
             return ControlReply(ramdisk=self._ramdisk.command(request.arguments, self._children))
         raise ValueError(f"unknown command {request.command!r}")
+
+    def _scale(self, model: str, count: int, *, by_operator: bool) -> dict[str, Any]:
+        """Set `model`'s worker count after the allotment and memory admission; the operator's is kept on disk."""
+        if not runs(self._settings, "workers"):
+            raise ValueError(f"this host runs no workers (ROLES={','.join(self._settings.roles)}); scale them "
+                             "on the host that does")
+        self._refresh_installed(time.monotonic(), force=True)
+        if model not in self._desired.workers:
+            raise ModelNotInstalled(f"model {model!r} is not installed; installed models: "
+                             f"{', '.join(sorted(self._desired.workers))} (`supervisor.py models pull NAME` or "
+                             "`models import PATH` installs one)")
+        if count < 0:
+            raise ValueError("the worker count must be 0 or more")
+        previous = self._desired.workers[model]
+        active = [c for c in self._children if c.spec.role == "worker" and c.spec.model == model
+                  and c.stopping_since is None]
+        self._desired.workers[model] = count
+        try:
+            threads = self._allot()
+            check_admission(model, Path(self._desired.model_paths[model]), count - len(active), bool(active),
+                            self._settings.memory_reserve_bytes)
+        except ValueError:  # AllotmentError, AdmissionRefused: nothing changes
+            self._desired.workers[model] = previous
+            raise
+        self._failed_models.pop(model, None)
+        for slot in self._worker_histories(model):
+            # scaling is the operator's word: no backoff left from earlier deaths
+            del self._history[worker_slot_key(model, slot)]
+        if by_operator:
+            self._on_demand.forget(model)
+            remember_scale(self._settings.scale_state_file, model, count)
+        log.info("scale %s: %d -> %d workers%s", model, previous, count, "" if by_operator else " (on demand)")
+        return {"model": model, "count": count, "threads_per_worker": threads}
+
+    def _load(self, model: str) -> dict[str, Any]:
+        """LOAD_ON_DEMAND: one worker for `model` when it has none wanted; unloaded again when idle."""
+        if self._desired.workers.get(model, 0) > 0:
+            return {"model": model, "count": self._desired.workers[model], "threads_per_worker": self._allot()}
+        reply = self._scale(model, 1, by_operator=False)
+        self._on_demand.loaded(model, time.monotonic())
+        return reply
+
+    def models_report(self) -> dict[str, Any]:
+        """Every installed model with its workers, the cache counters, the pulls (the `models` command)."""
+        queues: dict[str, int] = {}
+        for child in self._children:
+            if child.spec.role == "gateway" and child.status is not None:
+                for model, depth in child.status.queues.items():
+                    queues[model] = queues.get(model, 0) + depth
+        catalogue = self._refresh_installed(time.monotonic())
+        return models_report(self.status(), catalogue, self._settings.models_dir, self._on_demand.names(), queues,
+                             self._pulls.reports(), self._settings.memory_reserve_bytes)
 
     def status(self) -> dict[str, Any]:
         """The answer to `status`: each child's state, memory and counters, restarts due, failed models, readiness."""
@@ -324,6 +433,7 @@ class Supervisor:
         return {"pid": os.getpid(), "port": self._settings.listen_port, "data_dir": str(self._settings.data_dir),
                 "processes": rows, "ready": ready and expected <= roles, "roles": list(self._settings.roles),
                 "desired": dict(self._desired.workers), "failed_models": dict(self._failed_models),
+                "scaled": read_scale_state(self._settings.scale_state_file), "on_demand": self._on_demand.names(),
                 "waiting_to_restart": waiting,
                 "restarts": {key: history.restarts for key, history in self._history.items() if history.restarts}}
 

@@ -126,15 +126,15 @@ def test_ready_turns_503_while_the_writer_does_not_answer(minilm_module: Service
     minilm_module.wait_for(lambda: ready(minilm_module).status_code == 200, timeout=10, message="/ready to say 200 again")
 
 
-def test_ready_turns_503_while_a_model_has_no_worker_and_200_after_scale(minilm_service: Service) -> None:
+def test_ready_turns_503_while_no_model_is_loaded_and_200_after_scale(minilm_service: Service) -> None:
     assert ready(minilm_service).status_code == 200
     minilm_service.cli("scale", MINILM, "0")
-    scaled_to_0 = f"model {MINILM!r} has no live worker: it is scaled to 0 workers (`supervisor.py scale {MINILM} 1` starts one)"
-    # The gateway hears the supervisor's word once a second: until then the reason is the bare "no live worker".
-    minilm_service.wait_for(lambda: ready(minilm_service).json()["reasons"] == [scaled_to_0], timeout=15,
+    nothing_loaded = "no model is loaded: `supervisor.py scale MODEL N` or POST /admin/models/MODEL/scale loads one"
+    # The gateway hears the supervisor's word once a second: until then the model is listed without a worker.
+    minilm_service.wait_for(lambda: ready(minilm_service).json()["reasons"] == [nothing_loaded], timeout=15,
                             message="/ready to name the cause")
     body = ready(minilm_service).json()
-    assert body["status"] == "not ready" and body["live_workers"] == {MINILM: 0}
+    assert body["status"] == "not ready" and body["live_workers"] == {}
     assert ready(minilm_service).headers["retry-after"]
     minilm_service.cli("scale", MINILM, "1")
     minilm_service.wait_for(lambda: ready(minilm_service).status_code == 200, timeout=60, message="/ready 200")

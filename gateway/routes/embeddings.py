@@ -47,7 +47,7 @@ async def get_embedding_vectors(request: Request) -> Response:
 
 async def get_list_of_available_model_names(request: Request) -> Response:
     """GET /get_list_of_available_model_names/: the names of the models this gateway serves."""
-    return JSONResponse({"model_names": list(services(request).embeddings.models)})
+    return JSONResponse({"model_names": list(services(request).embeddings.models.served())})
 
 
 async def get_all_stored_strings(request: Request) -> Response:

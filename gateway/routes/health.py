@@ -36,7 +36,7 @@ async def ready(request: Request) -> Response:
     state = services(request)
     problems = readiness_problems(state)
     body = {"status": "not ready" if problems else "ready", "reasons": problems,
-            "live_workers": {model: len(state.broker.live_workers(model)) for model in state.embeddings.models},
+            "live_workers": {model: len(state.broker.live_workers(model)) for model in state.embeddings.models.served()},
             "writer_alive": writer_alive(state)}
     if problems:
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

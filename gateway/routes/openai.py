@@ -70,7 +70,7 @@ async def create_embeddings(request: Request) -> Response:
 @openai_errors
 async def list_models(request: Request) -> Response:
     """GET /v1/models: the served models in OpenAI's list form."""
-    models = services(request).embeddings.models
+    models = services(request).embeddings.models.served()
     return JSONResponse({"object": "list",
                          "data": [{"id": name, "object": "model", "created": 0, "owned_by": OWNER} for name in models]})
 
@@ -89,8 +89,8 @@ async def _parse(request: Request) -> OpenAIEmbeddingRequest:
 
 
 def _served_model(state: Services, model: str) -> str:
-    if model not in state.embeddings.models:
-        raise model_not_found(model, state.embeddings.models)
+    if not state.embeddings.models.accepts(model):
+        raise model_not_found(model, state.embeddings.models.served())
     return model
 
 

@@ -83,6 +83,14 @@ class SearchIndexes:
         self._models = {model: ModelSearch(Tail(self._tail_capacity)) for model in models}
         self._task: asyncio.Task[None] | None = None
 
+    def _state(self, model: str) -> ModelSearch:
+        """The search state of `model`, begun (and polled from then on) the first time a model loaded while
+        serving is searched or computes a vector."""
+        state = self._models.get(model)
+        if state is None:
+            state = self._models[model] = ModelSearch(Tail(self._tail_capacity))
+        return state
+
     async def start(self) -> None:
         """Start polling the models' manifests every SEARCH_INDEX_POLL_MS."""
         self._task = asyncio.create_task(self._poll(), name="search-index-poll")
@@ -95,9 +103,7 @@ class SearchIndexes:
 
     def rows_computed(self, model: str, texts: list[str], hashes: list[str], vectors: np.ndarray) -> None:
         """EmbeddingService calls this with every vector it has just computed, before returning it."""
-        state = self._models.get(model)
-        if state is None:
-            return
+        state = self._state(model)
         for text, text_hash, vector in zip(texts, hashes, vectors):
             state.tail.add(text_hash, text, vector)
         if state.tail.overflowed and state.complete:
@@ -117,7 +123,7 @@ class SearchIndexes:
 
     async def search(self, model: str, vector: np.ndarray, k: int, exclude_text: str) -> list[Hit]:
         """The `k` stored strings of `model` most similar to `vector`, best first, without `exclude_text`."""
-        state = self._models[model]
+        state = self._state(model)
         await state.ready.wait()
         if not state.complete:
             raise Unavailable(f"the search index of model {model!r} is not ready yet (the writer is still indexing "
@@ -147,7 +153,7 @@ class SearchIndexes:
 
     async def _poll(self) -> None:
         while True:
-            for model in self._models:
+            for model in list(self._models):
                 try:
                     await self._refresh(model)
                 except Unavailable as exc:  # the database is down: expected while it restarts, no traceback

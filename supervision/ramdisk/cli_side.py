@@ -27,12 +27,17 @@ from supervision.supervisor import Desired
 log = logging.getLogger("supervisor")
 
 
+def served_paths(paths: dict[str, str], workers: dict[str, int]) -> dict[str, str]:
+    """The files of the models with workers wanted: what goes on the RAM disk (installed models at 0 do not)."""
+    return {model: path for model, path in paths.items() if workers.get(model, 0) > 0}
+
+
 def check_before_start(settings: Settings, desired: Desired) -> None:
     """In the operator's terminal: refuse a size that cannot work; say so if the models will come from disk."""
     if not settings.use_ramdisk:
         return
     try:
-        operations.plan(settings, desired.model_paths, desired.workers)
+        operations.plan(settings, served_paths(desired.model_paths, desired.workers), desired.workers)
     except RamDiskRefused as exc:
         raise SystemExit(f"RAM disk refused: {exc}") from None
     except RamDiskUnavailable as exc:
@@ -45,14 +50,14 @@ def serve_from_ramdisk_at_start(settings: Settings, desired: Desired) -> Desired
     if not settings.use_ramdisk:
         return Desired(desired.workers, disk_paths, disk_paths)
     try:
-        paths = operations.set_up(settings, disk_paths, desired.workers)
+        paths = operations.set_up(settings, served_paths(disk_paths, desired.workers), desired.workers)
     except RamDiskRefused as exc:
         raise SystemExit(f"RAM disk refused: {exc}") from None
     except RamDiskUnavailable as exc:
         log.warning("RAM disk not used, models are served from disk: %s", exc)
         return Desired(desired.workers, disk_paths, disk_paths)
     log.info("workers map their models from the RAM disk at %s", settings.ramdisk_path)
-    return Desired(desired.workers, paths, disk_paths)
+    return Desired(desired.workers, {**disk_paths, **paths}, disk_paths)
 
 
 def add_parser(commands: Any) -> None:
@@ -126,7 +131,7 @@ def _setup(settings: Settings, desired_now: Callable[[], Desired]) -> int:
         desired = desired_now()
         disk_paths, workers = desired.model_paths, desired.workers
     try:
-        operations.set_up(settings, disk_paths, workers)
+        operations.set_up(settings, served_paths(disk_paths, workers), workers)
     except (RamDiskRefused, RamDiskUnavailable) as exc:
         print(f"RAM disk not set up: {exc}", file=sys.stderr)
         return 1
