@@ -75,7 +75,7 @@ def _seconds(value: float | None) -> str:
 
 def _ready_pids(service: Service) -> dict[str, set[int]]:
     pids: dict[str, set[int]] = {"worker": set(), "writer": set(), "gateway": set()}
-    for row in service.status()["processes"]:
+    for row in service.control_status()["processes"]:
         if row["state"] == "ready":
             pids[row["role"]].add(row["pid"])
     return pids
@@ -112,13 +112,16 @@ async def _kill_in_turn(service: Service, seconds: float, interval: float, repor
     roles = itertools.cycle(KILL_ORDER)
     started = time.monotonic()
     await asyncio.sleep(interval / 2)
+    role = next(roles)
     while time.monotonic() - started < seconds - interval / 2:
-        role = next(roles)
         ready = await asyncio.to_thread(_ready_pids, service)
-        if ready[role]:
-            pid = min(ready[role])  # the older worker: the kills alternate between the two
-            os.kill(pid, signal.SIGKILL)
-            report.kills.append(Kill(role, pid, time.monotonic(), frozenset(ready[role])))
+        if not ready[role]:  # still recovering from an earlier kill: its turn waits, the order stays
+            await asyncio.sleep(0.2)
+            continue
+        pid = min(ready[role])  # the older worker: the kills alternate between the two
+        os.kill(pid, signal.SIGKILL)
+        report.kills.append(Kill(role, pid, time.monotonic(), frozenset(ready[role])))
+        role = next(roles)
         await asyncio.sleep(interval)
 
 

@@ -185,8 +185,12 @@ class Supervisor:
         CATALOGUE_REFRESH_SECONDS (or now, when `force`)."""
         if self._catalogue is not None and not force and now - self._catalogue_read_at < CATALOGUE_REFRESH_SECONDS:
             return self._catalogue
-        catalogue = self._catalogue = load_catalogue(self._settings.models_dir)
         self._catalogue_read_at = now
+        try:
+            catalogue = self._catalogue = load_catalogue(self._settings.models_dir)
+        except (OSError, ValueError) as exc:  # an imported.toml being rewritten, or damaged: keep what we knew
+            log.warning("could not read the model catalogue: %s", exc)
+            return self._catalogue or Catalogue({})
         for entry in catalogue.installed(self._settings.models_dir):
             if entry.name not in self._desired.workers:
                 path = str(entry.installed_path(self._settings.models_dir))

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import httpx
 import psutil
 
+from shared.control_client import send_command
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -76,12 +78,17 @@ class Service:
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json").stdout)
 
+    def control_status(self) -> dict[str, Any]:
+        """The same report straight from the supervisor's control socket: no CLI process, so cheap enough to poll
+        under load (a `status` process took seconds there)."""
+        return send_command(f"ipc://{self.data_dir / 'run' / 'control.sock'}", "status", timeout=10).data
+
     def remember_pids(self) -> None:
         status = self.status()
         self.known_pids |= {status["pid"], *(row["pid"] for row in status["processes"])}
 
     def workers(self, model: str | None = None) -> list[dict[str, Any]]:
-        return [row for row in self.status()["processes"]
+        return [row for row in self.control_status()["processes"]
                 if row["role"] == "worker" and (model is None or row["model"] == model)]
 
     def wait_for(self, predicate: Any, timeout: float = 30.0, message: str = "condition") -> None:

@@ -98,7 +98,7 @@ def test_a_killed_gateway_is_replaced_within_5_seconds(minilm_service: Service) 
     os.kill(gateway["pid"], signal.SIGKILL)
     started = time.monotonic()
     minilm_service.wait_for(lambda: any(row["role"] == "gateway" and row["pid"] != gateway["pid"]
-                                        for row in minilm_service.status()["processes"]), timeout=5,
+                                        for row in minilm_service.control_status()["processes"]), timeout=5,
                             message="a new gateway in status")
     assert time.monotonic() - started <= 5
     minilm_service.remember_pids()

@@ -51,8 +51,20 @@ def test_every_data_endpoint_is_protected(secured: Service) -> None:
         assert httpx.get(f"{secured.base_url}{path}").status_code == 401, path
 
 
-def test_health_and_the_docs_stay_open(secured: Service) -> None:
-    for path in ("/health", "/", "/openapi.json"):
+def test_the_admin_api_needs_the_token(secured: Service) -> None:
+    url = f"{secured.base_url}/admin/models"
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
+    scale = f"{secured.base_url}/admin/models/{MINILM}/scale"
+    assert httpx.post(scale, json={"workers": 0}, timeout=10).status_code == 401
+    assert httpx.post(scale, json={"workers": 0}, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
+    assert secured.workers(MINILM), "a refused scale changed nothing"
+    answer = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert answer.status_code == 200 and MINILM in {model["name"] for model in answer.json()["models"]}
+
+
+def test_health_the_docs_and_the_console_page_stay_open(secured: Service) -> None:
+    for path in ("/health", "/", "/openapi.json", "/console"):
         assert httpx.get(f"{secured.base_url}{path}").status_code == 200, path
 
 
