@@ -61,13 +61,13 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         context = zmq.asyncio.Context()
         supervisor = SupervisorView(settings, context)
-        loader = OnDemandLoader(settings, supervisor, lambda model: bool(broker.live_workers(model)))
+        loader = OnDemandLoader(settings, supervisor, lambda model: broker.has_live_worker(model))
         broker = Broker(settings, context, health=supervisor.health,
                         bind_address=gateway_worker_address(settings.worker_bind_address, index),
                         load_on_demand=loader.load if settings.load_on_demand else None)
         writer = WriterLink(settings, context, index)
         database = ReadOnlyDatabase(settings.database_url)
-        roster = ModelRoster(served_models, lambda model: bool(broker.live_workers(model)))
+        roster = ModelRoster(served_models, broker.has_live_worker)
         supervisor.listeners.append(roster.update)
         service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
                                    roster, settings.max_text_chars)

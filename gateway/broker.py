@@ -154,6 +154,10 @@ class Broker:
         """The registered workers of `model` that have not said BYE."""
         return [w for w in self._workers.values() if w.ready.model == model and not w.leaving]
 
+    def has_live_worker(self, model: str) -> bool:
+        """True while `model` has a registered worker that has not said BYE."""
+        return any(w.ready.model == model and not w.leaving for w in self._workers.values())
+
     def queue_depth(self, model: str) -> int:
         """How many requests of `model` are waiting for a worker."""
         return len(self._queues.get(model, ()))

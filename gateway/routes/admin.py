@@ -19,6 +19,7 @@ from gateway.errors import Conflict, Forbidden, NotFound, Unavailable
 from gateway.openapi import Endpoint
 from gateway.state import services
 from gateway.validation import parse_json_body
+from modelstore.download import is_url
 from shared.control_client import CommandFailed, NotRunning
 from shared.protocol import ControlReply
 
@@ -50,7 +51,7 @@ class PullRequest(BaseModel):
     def _one_target(self) -> PullRequest:
         if bool(self.model) == bool(self.url):
             raise ValueError("give either model (a catalogue name) or url (a .gguf file), not both or neither")
-        if self.url and not self.url.startswith(("http://", "https://")):
+        if self.url and not is_url(self.url):
             raise ValueError("url must be an http:// or https:// URL")
         return self
 
@@ -71,7 +72,6 @@ def _only_loopback_without_token(request: Request) -> None:
 
 
 async def _command(request: Request, command: str, arguments: dict[str, Any] | None = None) -> ControlReply:
-    _only_loopback_without_token(request)
     try:
         return await services(request).supervisor.command(command, arguments)
     except NotRunning as exc:
@@ -82,6 +82,7 @@ async def _command(request: Request, command: str, arguments: dict[str, Any] | N
 
 async def list_models(request: Request) -> Response:
     """GET /admin/models: every installed model with its state and workers, cache counters, pulls, memory."""
+    _only_loopback_without_token(request)
     return JSONResponse((await _command(request, "models")).data)
 
 
