@@ -20,6 +20,7 @@ from gateway.auth import TokenAuth
 from gateway.broker import Broker
 from gateway.cache import MemoryCache
 from gateway.database import ReadOnlyDatabase
+from gateway.documents.jobs.runner import DocumentJobs
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.errors import EXCEPTION_HANDLERS
@@ -28,7 +29,7 @@ from gateway.model_roster import ModelRoster
 from gateway.on_demand import OnDemandLoader
 from gateway.openapi import ASSETS_PATH, Endpoint, build_document, docs_endpoints
 from gateway.request_metrics import RequestMetrics
-from gateway.routes import admin, console, documents, embeddings, health, openai, similarity
+from gateway.routes import admin, console, document_jobs, documents, embeddings, health, openai, similarity
 from gateway.routes import metrics as metrics_route
 from gateway.routes import ramdisk as ramdisk_route
 from gateway.search.indexes import SearchIndexes
@@ -45,8 +46,9 @@ VERSION = "0.1.0"
 
 def all_endpoints() -> list[Endpoint]:
     """Every documented endpoint of the service, in the order the OpenAPI document lists them."""
-    return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *openai.ENDPOINTS, *health.ENDPOINTS, *metrics_route.ENDPOINTS,
-            *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS, *admin.ENDPOINTS]
+    return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *document_jobs.ENDPOINTS, *openai.ENDPOINTS,
+            *health.ENDPOINTS, *metrics_route.ENDPOINTS, *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS,
+            *admin.ENDPOINTS]
 
 
 def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 0) -> Starlette:
@@ -73,8 +75,10 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
                                    roster, settings.max_text_chars)
         search = SearchIndexes(settings, served_models, database)
         service.computed_listeners.append(search.rows_computed)
+        documents = DocumentService(settings, service, database, writer, broker)
         app.state.services = Services(settings, broker, database, writer, service,
-                                      documents=DocumentService(settings, service, database, writer, broker),
+                                      documents=documents,
+                                      jobs=DocumentJobs(settings, documents, index),
                                       search=search,
                                       supervisor=supervisor)
         app.state.metrics = metrics
@@ -83,12 +87,14 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
         await writer.start()
         await search.start()
         await supervisor.start()
+        await app.state.services.jobs.start()  # last: a resumed job needs the broker and the writer
         status_task = asyncio.create_task(_report_status(settings, app.state.services, metrics))
         log.info("gateway serving models %s on port %d", ", ".join(served_models), settings.listen_port)
         try:
             yield
         finally:
             status_task.cancel()
+            await app.state.services.jobs.stop()  # first: a job stopped here is resumed at the next start
             if not await writer.drain(settings.stop_timeout_seconds):
                 log.error("writer did not acknowledge %d rows before shutdown", writer.unacknowledged_rows)
             await supervisor.stop()

@@ -49,6 +49,7 @@ class Endpoint:
     request_content: dict[str, Any] = field(default_factory=dict)  # for non-JSON bodies (uploads)
     response_content: dict[str, Any] = field(default_factory=dict)
     error_model: type[BaseModel] = ErrorResponse  # the OpenAI-compatible routes answer errors in OpenAI's form
+    success_status: int = 200  # 202 for an endpoint that accepts work to be done later
 
     def route(self) -> Route:
         """The Starlette route that serves this endpoint."""
@@ -88,7 +89,7 @@ def build_document(endpoints: list[Endpoint], title: str, version: str) -> dict[
             content = {"application/json": {"schema": ref(endpoint.response_model)}}
         else:
             content = endpoint.response_content
-        operation["responses"]["200"] = {"description": "Success", "content": content}
+        operation["responses"][str(endpoint.success_status)] = {"description": "Success", "content": content}
         for status in endpoint.errors:
             operation["responses"][str(status)] = {
                 "description": "Error", "content": {"application/json": {"schema": ref(endpoint.error_model)}}}

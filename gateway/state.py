@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from gateway.broker import Broker
 from gateway.database import ReadOnlyDatabase
+from gateway.documents.jobs.runner import DocumentJobs
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.search.indexes import SearchIndexes
@@ -26,6 +27,7 @@ class Services:
     writer: WriterLink
     embeddings: EmbeddingService
     documents: DocumentService
+    jobs: DocumentJobs
     search: SearchIndexes
     supervisor: SupervisorView
 

@@ -75,6 +75,7 @@ class Settings:
     max_upload_size_mb: float
     document_chunk_sentences: int
     document_chunks_in_flight: int
+    document_job_retention_hours: float  # a finished document job is deleted this long after it finished
     # ramdisk
     use_ramdisk: bool
     ramdisk_path: Path
@@ -140,6 +141,11 @@ class Settings:
     def canary_dir(self) -> Path:
         """Each model's canary verdicts: how its weights load on this CPU."""
         return self.data_dir / "canary"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Document jobs, one folder each: the upload, its state file and, when done, the answer's zip."""
+        return self.data_dir / "jobs"
 
     @property
     def index_dir(self) -> Path:
@@ -223,6 +229,7 @@ class _Sources(BaseSettings):
     max_upload_size_mb: float = 50.0
     document_chunk_sentences: int = 128
     document_chunks_in_flight: int = 2
+    document_job_retention_hours: float = 24.0
     use_ramdisk: Flag = False
     ramdisk_path: str = "/mnt/ramdisk"
     ramdisk_size_in_gb: float = 1.0

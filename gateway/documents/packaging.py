@@ -107,17 +107,23 @@ def build_zip(stem: str, texts: list[str], vectors: np.ndarray, orient: str, met
     """The zip, in memory or (when large) in an anonymous temporary file, positioned at its start."""
     target: IO[bytes] = SpooledTemporaryFile(max_size=SPOOL_BYTES)  # read_blocks closes it
     try:
-        estimated = vectors.size * 14 + sum(len(text) for text in texts) * 2
-        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
-            with archive.open(f"{stem}.json", "w", force_zip64=estimated > _ZIP64_FROM_BYTES) as member:
-                for piece in json_pieces(texts, vectors, orient):
-                    member.write(piece.encode("utf-8"))
-            archive.writestr(f"{stem}.metadata.json", json.dumps(metadata, indent=2))
+        write_zip(target, stem, texts, vectors, orient, metadata)
         target.seek(0)
     except BaseException:
         target.close()
         raise
     return target
+
+
+def write_zip(target: IO[bytes], stem: str, texts: list[str], vectors: np.ndarray, orient: str,
+              metadata: dict[str, Any]) -> None:
+    """Write the zip of `build_zip` into `target` (a file a document job keeps, say)."""
+    estimated = vectors.size * 14 + sum(len(text) for text in texts) * 2
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+        with archive.open(f"{stem}.json", "w", force_zip64=estimated > _ZIP64_FROM_BYTES) as member:
+            for piece in json_pieces(texts, vectors, orient):
+                member.write(piece.encode("utf-8"))
+        archive.writestr(f"{stem}.metadata.json", json.dumps(metadata, indent=2))
 
 
 def read_blocks(source: IO[bytes], block_bytes: int = 1 << 20) -> Iterator[bytes]:

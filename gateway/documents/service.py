@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 PROGRESS_LOG_SECONDS = 2.0
+# progress(done, total): distinct sentences embedded so far of the document's distinct sentences; called with
+# (0, total) as soon as the text is split, then after every chunk. A document job reports it to its clients.
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class EmbeddedDocument:
     sentences: list[str]
     vectors: np.ndarray  # float32, one L2-normalised row per sentence
     metadata: dict[str, Any]
+
+    def archive_metadata(self, orient: str) -> dict[str, Any]:
+        """What `<stem>.metadata.json` of the answer's zip holds when its JSON is in `orient`."""
+        return {**self.metadata, "json_format": orient}
 
 
 class DocumentService:
@@ -61,15 +68,17 @@ class DocumentService:
         self._database = database
         self._writer = writer
 
-    async def embed(self, upload: Upload, model: str, client_ip: str | None) -> EmbeddedDocument:
-        """The document's sentences and vectors. Raises GatewayError subclasses (415, 422, ...) for the client."""
+    async def embed(self, upload: Upload, model: str, client_ip: str | None,
+                    progress: ProgressCallback | None = None) -> EmbeddedDocument:
+        """The document's sentences and vectors. Raises GatewayError subclasses (415, 422, ...) for the client.
+        `progress` hears how far embedding has come (see ProgressCallback)."""
         started = time.time()
         file_hash = await asyncio.to_thread(lambda: hashlib.sha3_256(upload.content).hexdigest())  # 50 MB: 0.1 s
         label = f"document {file_hash[:12]} ({model})"
         stored = await self._database.find_document(file_hash, model)
         if stored is not None:
             log.info("%s: known; answering from the store (%d sentences)", label, len(stored.sentences))
-            vectors = await self._embed_in_chunks(model, stored.sentences, client_ip, label, computed_rows=None)
+            vectors = await self._embed_in_chunks(model, stored.sentences, client_ip, label, None, progress)
             return EmbeddedDocument(stored.sentences, vectors,
                                     self._metadata(upload, stored.mimetype, file_hash, model, vectors, True))
         sniffed = sniff(upload.content)
@@ -80,7 +89,7 @@ class DocumentService:
                              f"MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING={minimum} characters are skipped)")
         log.info("%s: %s of %d bytes, %d sentences", label, sniffed.mimetype, len(upload.content), len(sentences))
         computed_rows: list[EmbeddingRow] = []
-        vectors = await self._embed_in_chunks(model, sentences, client_ip, label, computed_rows)
+        vectors = await self._embed_in_chunks(model, sentences, client_ip, label, computed_rows, progress)
         finished = time.time()
         document = StoredDocument(
             file_hash=file_hash, model_name=model, filename=upload.filename, mimetype=sniffed.mimetype,
@@ -97,13 +106,14 @@ class DocumentService:
         return SentenceSplitter(self._settings.minimum_string_length_for_document_embedding).split(text)
 
     async def _embed_in_chunks(self, model: str, sentences: list[str], client_ip: str | None, label: str,
-                               computed_rows: list[EmbeddingRow] | None) -> np.ndarray:
+                               computed_rows: list[EmbeddingRow] | None,
+                               report: ProgressCallback | None) -> np.ndarray:
         """One vector per sentence. Rows computed here go to `computed_rows` (None: to the writer as usual)."""
         unique = list(dict.fromkeys(sentences))
         size = self._settings.document_chunk_sentences
         workers = max(1, len(self._broker.live_workers(model)))
         gate = asyncio.Semaphore(self._settings.document_chunks_in_flight * workers)
-        progress = _Progress(label, len(unique))
+        progress = _Progress(label, len(unique), report)
 
         async def embed_chunk(texts: list[str]) -> list[Embedded]:
             async with gate:
@@ -144,17 +154,23 @@ class DocumentService:
 
 
 class _Progress:
-    """Logs how far a document has come, at most every PROGRESS_LOG_SECONDS and when it is done."""
+    """Logs how far a document has come, at most every PROGRESS_LOG_SECONDS and when it is done, and tells
+    `report` after every chunk."""
 
-    def __init__(self, label: str, total: int) -> None:
+    def __init__(self, label: str, total: int, report: ProgressCallback | None) -> None:
         self._label = label
         self._total = total
         self._done = 0
         self._started = time.monotonic()
         self._next_log = self._started + PROGRESS_LOG_SECONDS
+        self._report = report
+        if report is not None:
+            report(0, total)
 
     def advance(self, count: int) -> None:
         self._done += count
+        if self._report is not None:
+            self._report(self._done, self._total)
         now = time.monotonic()
         if self._done < self._total and now < self._next_log:
             return

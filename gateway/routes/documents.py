@@ -7,36 +7,40 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.documents.packaging import ORIENTS, build_zip, parse_orient, read_blocks, safe_stem
-from gateway.documents.upload import FILE_FIELD, read_upload
+from gateway.documents.packaging import build_zip, read_blocks, safe_stem
+from gateway.documents.parameters import (
+    FORM_FIELDS,
+    MODEL_SYNONYM,
+    DocumentParameters,
+    check_query,
+    read_parameters,
+)
+from gateway.documents.upload import FILE_FIELD, Upload, read_upload
 from gateway.openapi import Endpoint, QueryParam
 from gateway.schemas import StoredDocumentsResponse
 from gateway.state import services
 from gateway.validation import client_ip, query_int
 
-_CHOICES = ("model_name", "llm_model_name", "json_format")
+
+async def read_document_request(request: Request) -> tuple[Upload, DocumentParameters]:
+    """The uploaded file and the upload's choices, checked: 422 for a bad model or orient, 413 past
+    MAX_UPLOAD_SIZE_MB (as soon as the size is known)."""
+    state = services(request)
+    check_query(request.query_params, state.embeddings)
+    settings = state.settings
+    upload = await read_upload(request, int(settings.max_upload_size_mb * 1024 * 1024),
+                               f"MAX_UPLOAD_SIZE_MB={settings.max_upload_size_mb:g}")
+    return upload, read_parameters(request.query_params, upload.fields, state.embeddings, settings.default_model_name)
 
 
 async def get_all_embeddings_for_document(request: Request) -> Response:
     """POST /get_all_embeddings_for_document/: a zip of the embedding of every sentence of the uploaded file."""
-    state = services(request)
-    query = request.query_params
-    # What the query says is checked before the upload is read, so a bad name costs the client nothing.
-    if "json_format" in query:
-        parse_orient(query["json_format"])
-    if query.get("model_name") or query.get("llm_model_name"):
-        state.embeddings.check_model(query.get("model_name") or query["llm_model_name"])
-    settings = state.settings
-    upload = await read_upload(request, int(settings.max_upload_size_mb * 1024 * 1024),
-                               f"MAX_UPLOAD_SIZE_MB={settings.max_upload_size_mb:g}")
-    chosen = {name: query.get(name) or upload.fields.get(name) for name in _CHOICES}
-    model = state.embeddings.check_model(chosen["model_name"] or chosen["llm_model_name"] or settings.default_model_name)
-    orient = parse_orient(chosen["json_format"])
-    client = client_ip(request)
-    document = await state.documents.embed(upload, model, client)
+    upload, parameters = await read_document_request(request)
+    orient = parameters.json_format
+    document = await services(request).documents.embed(upload, parameters.model_name, client_ip(request))
     stem = safe_stem(upload.filename)
     archive = await asyncio.to_thread(build_zip, stem, document.sentences, document.vectors, orient,
-                                      {**document.metadata, "json_format": orient})
+                                      document.archive_metadata(orient))
     return StreamingResponse(read_blocks(archive), media_type="application/zip",
                              headers={"Content-Disposition": f'attachment; filename="{stem}.zip"'})
 
@@ -58,11 +62,13 @@ UPLOAD_FORM = {
             "properties": {
                 FILE_FIELD: {"type": "string", "format": "binary",
                              "description": "Plain text (UTF-8, UTF-16 with BOM, Latin-1) or a PDF with a text layer."},
-                **{name: _FORM_FIELD for name in _CHOICES},
+                **{name: _FORM_FIELD for name in FORM_FIELDS},
             },
         }
     }
 }
+UPLOAD_QUERY = (*(QueryParam(name, "string", field.description or "") for name, field in DocumentParameters.model_fields.items()),
+                QueryParam(MODEL_SYNONYM, "string", "Accepted as a synonym of model_name."))
 ZIP_ANSWER = {
     "application/zip": {
         "schema": {"type": "string", "format": "binary",
@@ -75,12 +81,8 @@ ZIP_ANSWER = {
 ENDPOINTS = [
     Endpoint("POST", "/get_all_embeddings_for_document/", get_all_embeddings_for_document,
              "Embedding of every sentence of an uploaded text or PDF file, as a zip of JSON", "documents",
-             query=(QueryParam("model_name", "string", "A name from /get_list_of_available_model_names/ "
-                                                       "(default DEFAULT_MODEL_NAME; llm_model_name is accepted too)."),
-                    QueryParam("llm_model_name", "string", "Accepted as a synonym of model_name."),
-                    QueryParam("json_format", "string", f"A pandas to_json orient: {', '.join(ORIENTS)} "
-                                                        "(default records).")),
-             errors=(413, 415, 422, 429, 502, 503, 504), request_content=UPLOAD_FORM, response_content=ZIP_ANSWER),
+             query=UPLOAD_QUERY, errors=(413, 415, 422, 429, 502, 503, 504), request_content=UPLOAD_FORM,
+             response_content=ZIP_ANSWER),
     Endpoint("GET", "/get_all_stored_documents_with_embeddings/", get_all_stored_documents_with_embeddings,
              "File names of the stored documents (paginate with offset and limit)", "documents",
              response_model=StoredDocumentsResponse,
