@@ -20,6 +20,7 @@ from gateway.auth import TokenAuth
 from gateway.broker import Broker
 from gateway.cache import MemoryCache
 from gateway.database import ReadOnlyDatabase
+from gateway.deletion_feed import DeletionFeed
 from gateway.documents.jobs.runner import DocumentJobs
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
@@ -29,10 +30,11 @@ from gateway.model_roster import ModelRoster
 from gateway.on_demand import OnDemandLoader
 from gateway.openapi import ASSETS_PATH, Endpoint, build_document, docs_endpoints
 from gateway.request_metrics import RequestMetrics
-from gateway.routes import admin, console, document_jobs, documents, embeddings, health, openai, similarity
+from gateway.routes import admin, console, deletion, document_jobs, documents, embeddings, health, openai, similarity
 from gateway.routes import metrics as metrics_route
 from gateway.routes import ramdisk as ramdisk_route
 from gateway.search.indexes import SearchIndexes
+from gateway.search.searcher import Searcher
 from gateway.state import Services
 from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
@@ -48,7 +50,7 @@ def all_endpoints() -> list[Endpoint]:
     """Every documented endpoint of the service, in the order the OpenAPI document lists them."""
     return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *document_jobs.ENDPOINTS, *openai.ENDPOINTS,
             *health.ENDPOINTS, *metrics_route.ENDPOINTS, *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS,
-            *admin.ENDPOINTS]
+            *deletion.ENDPOINTS, *admin.ENDPOINTS]
 
 
 def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 0) -> Starlette:
@@ -75,17 +77,22 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
                                    roster, settings.max_text_chars)
         search = SearchIndexes(settings, served_models, database)
         service.computed_listeners.append(search.rows_computed)
+        deletions = DeletionFeed(database, settings.search_index_poll_ms / 1000)
+        deletions.listeners += [service.forget, search.rows_deleted]
         documents = DocumentService(settings, service, database, writer, broker)
         app.state.services = Services(settings, broker, database, writer, service,
                                       documents=documents,
                                       jobs=DocumentJobs(settings, documents, index),
                                       search=search,
-                                      supervisor=supervisor)
+                                      supervisor=supervisor,
+                                      searcher=Searcher(service, search, database),
+                                      deletions=deletions)
         app.state.metrics = metrics
         metrics.watch(app.state.services)
         await broker.start()
         await writer.start()
         await search.start()
+        await deletions.start()
         await supervisor.start()
         await app.state.services.jobs.start()  # last: a resumed job needs the broker and the writer
         status_task = asyncio.create_task(_report_status(settings, app.state.services, metrics))
@@ -101,6 +108,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
             await broker.stop()
             await writer.stop()
             await search.stop()
+            await deletions.stop()
             database.close()  # last: search's poll and the handlers above read through it
             context.term()
 

@@ -44,3 +44,7 @@ class MemoryCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
+
+    def discard(self, key: CacheKey) -> None:
+        """Forget `key` (its row was deleted); nothing when it is not held."""
+        self._entries.pop(key, None)

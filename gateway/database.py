@@ -14,17 +14,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway.documents.results_blob import decode_results
 from gateway.errors import Unavailable
+from gateway.search.keyword import keyword_query
+from gateway.search.scope import Members, Scope
 from gateway.stored_vectors import DatabaseConnection, Found, StoredVectorReader
-from shared.schema import database_engine, document_embeddings, embeddings, first_column_page, parameter_chunks
+from shared.protocol import DeletedRow
+from shared.schema import (
+    database_engine,
+    deletions,
+    document_embeddings,
+    embeddings,
+    first_column_page,
+    parameter_chunks,
+)
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,44 @@ class ReadOnlyDatabase:
         with self._answering(), self._engine.connect() as connection:
             return [StoredRow(row_id, text, text_hash, np.frombuffer(blob, dtype=np.float32))
                     for row_id, text, text_hash, blob in connection.execute(query)]
+
+    def members(self, model: str, scope: Scope) -> Members:
+        """The committed rows of `model` in `scope`. Blocking."""
+        query = select(embeddings.c.id, embeddings.c.text_hash).where(embeddings.c.model_name == model,
+                                                                      *scope.conditions(model))
+        with self._answering(), self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return Members(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+                       frozenset(row[1] for row in rows))
+
+    def keyword_matches(self, model: str, words: list[str], limit: int, scope: Scope) -> list[tuple[str, float]]:
+        """(text, score) of `model`'s strings holding any of `words`, best first (gateway/search/keyword.py).
+        Blocking."""
+        query = keyword_query(self._engine.dialect.name, words, model, limit).where(*scope.conditions(model))
+        with self._answering(), self._engine.connect() as connection:
+            return [(row_text, float(score)) for row_text, score in connection.execute(query)]
+
+    async def last_deletion(self) -> int:
+        """The id of the last entry of the deletions log (0 when nothing was ever deleted)."""
+        query = select(func.max(deletions.c.id))
+        with self._answering():
+            return int(await asyncio.to_thread(self._scalar, query) or 0)
+
+    async def deletions_after(self, after: int, limit: int) -> list[tuple[int, DeletedRow]]:
+        """Up to `limit` entries of the deletions log after entry `after`, in order, with their entry ids."""
+        query = (select(deletions.c.id, deletions.c.row_id, deletions.c.model_name, deletions.c.text_hash)
+                 .where(deletions.c.id > after).order_by(deletions.c.id).limit(limit))
+        with self._answering():
+            rows = await asyncio.to_thread(self._all, query)
+        return [(entry, DeletedRow(row_id, model, text_hash)) for entry, row_id, model, text_hash in rows]
+
+    def _scalar(self, query: Select[Any]) -> Any:
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar()
+
+    def _all(self, query: Select[Any]) -> list[Any]:
+        with self._engine.connect() as connection:
+            return list(connection.execute(query).all())
 
     def close(self) -> None:
         """Stop the stored-vector reader, then release the engine's connections."""

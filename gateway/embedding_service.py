@@ -20,7 +20,7 @@ from gateway.errors import BadRequest, Unavailable
 from gateway.model_roster import ModelRoster
 from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
-from shared.protocol import EmbeddingRow
+from shared.protocol import DeletedRow, EmbeddingRow
 from shared.schema import text_hash
 
 
@@ -73,8 +73,10 @@ class EmbeddingService:
         return model
 
     async def embed(self, model: str, texts: list[str], client_ip: str | None = None,
-                    document_id: int | None = None, row_sink: list[EmbeddingRow] | None = None) -> list[Embedded]:
-        """One vector per text, in order. Raises GatewayError subclasses for the client.
+                    document_id: int | None = None, row_sink: list[EmbeddingRow] | None = None,
+                    collection: str | None = None) -> list[Embedded]:
+        """One vector per text, in order, each text added to `collection` when given. Raises GatewayError
+        subclasses for the client.
 
         Rows computed here go to the writer, or into `row_sink` when given: the caller then sends them itself
         (a document sends them with the document, in one transaction).
@@ -112,11 +114,31 @@ class EmbeddingService:
         self.counters.cache_misses += len(to_compute)
         self.counters.deduplicated += len(waiting)
         if to_compute:
-            await self._compute(model, to_compute, results, client_ip, document_id, started, row_sink)
+            await self._compute(model, to_compute, results, client_ip, document_id, started, row_sink, collection)
         for key, future in waiting.items():
             vector, tokens = await future
             results[key] = Embedded(vector, False, tokens)
+        if collection:
+            self._add_to_collection(model, collection, dict(zip(keys, texts)), to_compute, results, row_sink)
         return [results[key] for key in keys]
+
+    def _add_to_collection(self, model: str, collection: str, texts: dict[CacheKey, str],
+                           computed: dict[CacheKey, str], results: dict[CacheKey, Embedded],
+                           row_sink: list[EmbeddingRow] | None) -> None:
+        """Rows for the texts not computed here (cache hits, or computed by another request), which the writer
+        reads as "add to the collection": their stored rows stay as they are."""
+        rows = [EmbeddingRow(text=text, text_hash=key[1], model_name=model, embedding=results[key].vector.tobytes(),
+                             dimensions=int(results[key].vector.shape[0]), collection=collection)
+                for key, text in texts.items() if key not in computed]
+        if row_sink is not None:
+            row_sink.extend(rows)
+        elif rows:
+            self._writer.enqueue(rows)
+
+    def forget(self, rows: list[DeletedRow]) -> None:
+        """Drop deleted rows from the memory cache, so the next request for their text computes it again."""
+        for row in rows:
+            self._cache.discard((row.model_name, row.text_hash))
 
     def _remembered(self, keys: list[CacheKey]) -> dict[CacheKey, Embedded]:
         """What the memory LRU holds of `keys`."""
@@ -169,7 +191,7 @@ class EmbeddingService:
 
     async def _compute(self, model: str, to_compute: dict[CacheKey, str], results: dict[CacheKey, Embedded],
                        client_ip: str | None, document_id: int | None, started: float,
-                       row_sink: list[EmbeddingRow] | None = None) -> None:
+                       row_sink: list[EmbeddingRow] | None = None, collection: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         futures: dict[CacheKey, asyncio.Future[_Computed]] = {key: loop.create_future() for key in to_compute}
         self._computing.update(futures)
@@ -195,6 +217,7 @@ class EmbeddingService:
                 text=text, text_hash=key[1], model_name=model, embedding=vector.tobytes(),
                 dimensions=int(vector.shape[0]), ip_address=client_ip, request_time=started,
                 response_time=finished, total_time=finished - started, document_id=document_id,
+                collection=collection or "",
             ))
         for listener in self.computed_listeners:
             listener(model, list(to_compute.values()), [key[1] for key in to_compute], vectors)

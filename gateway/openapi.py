@@ -6,6 +6,7 @@ its endpoints as `Endpoint`s and this module turns them into both Starlette rout
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from gateway.schemas import ErrorResponse
 
 Handler = Callable[[Request], Awaitable[Response]]
+_PATH_PARAMETER = re.compile(r"{(\w+)}")
 ASSETS_PATH = "/swagger-assets"
 # What an endpoint that computes embeddings can answer besides 200: body too large, bad input, queue full,
 # llama.cpp failed on the request's texts, no live worker, deadline passed.
@@ -74,12 +76,12 @@ def build_document(endpoints: list[Endpoint], title: str, version: str) -> dict[
             "operationId": endpoint.handler.__name__,
             "responses": {},
         }
-        if endpoint.query:
-            operation["parameters"] = [
-                {"name": q.name, "in": "query", "required": q.required, "description": q.description,
-                 "schema": {"type": q.type}}
-                for q in endpoint.query
-            ]
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for name in _PATH_PARAMETER.findall(endpoint.path)]
+        parameters += [{"name": q.name, "in": "query", "required": q.required, "description": q.description,
+                        "schema": {"type": q.type}} for q in endpoint.query]
+        if parameters:
+            operation["parameters"] = parameters
         if endpoint.request_model is not None:
             operation["requestBody"] = {"required": True,
                                         "content": {"application/json": {"schema": ref(endpoint.request_model)}}}

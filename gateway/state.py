@@ -8,10 +8,12 @@ from starlette.requests import Request
 
 from gateway.broker import Broker
 from gateway.database import ReadOnlyDatabase
+from gateway.deletion_feed import DeletionFeed
 from gateway.documents.jobs.runner import DocumentJobs
 from gateway.documents.service import DocumentService
 from gateway.embedding_service import EmbeddingService
 from gateway.search.indexes import SearchIndexes
+from gateway.search.searcher import Searcher
 from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
 from shared.settings import Settings
@@ -30,6 +32,8 @@ class Services:
     jobs: DocumentJobs
     search: SearchIndexes
     supervisor: SupervisorView
+    searcher: Searcher
+    deletions: DeletionFeed
 
 
 def services(request: Request) -> Services:

@@ -20,10 +20,22 @@ from typing import Callable
 import zmq
 import zmq.asyncio
 
+from gateway.errors import Unavailable
 from gateway.row_journal import RowJournal
 from gateway.zmq_sending import send_now
 from shared.curve import secure_client
-from shared.protocol import Ack, DocumentWrite, EmbeddingRow, Ping, ProtocolError, Write, decode, encode
+from shared.protocol import (
+    Ack,
+    Delete,
+    Deleted,
+    DocumentWrite,
+    EmbeddingRow,
+    Ping,
+    ProtocolError,
+    Write,
+    decode,
+    encode,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +66,7 @@ class WriterLink:
         self._flush_soon: asyncio.TimerHandle | None = None
         self._journal = RowJournal(journal_dir(settings, index))
         self._tasks: list[asyncio.Task[None]] = []
+        self._deletes: dict[int, asyncio.Future[Deleted]] = {}
         self.acknowledged_rows = 0
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
 
@@ -111,6 +124,28 @@ class WriterLink:
         self._unacked[message.batch_id] = _Unacked(message, time.monotonic())
         self._send(message)
 
+    async def delete(self, target: str, name: str, model_name: str = "") -> Deleted:
+        """Have the writer delete stored rows (see `Delete`) and return what it removed, after its commit.
+
+        Not journaled: the client is answered only once it is done, and a delete that did not happen is
+        reported as such (503), so the client can repeat it (deleting is idempotent).
+        """
+        self.flush()  # rows queued before the delete reach the writer first, and are deleted with the rest
+        request_id = next(self._ids)
+        future: asyncio.Future[Deleted] = asyncio.get_running_loop().create_future()
+        self._deletes[request_id] = future
+        try:
+            if send_now(self._socket, encode(Delete(request_id, target, name, model_name))) is not None:
+                raise Unavailable("the writer is not reachable; retry shortly")
+            reply = await asyncio.wait_for(future, self._settings.write_ack_timeout_seconds * 2)
+        except TimeoutError:
+            raise Unavailable("the writer did not answer the delete in time; retry shortly") from None
+        finally:
+            self._deletes.pop(request_id, None)
+        if reply.error:
+            raise Unavailable(f"the writer could not delete: {reply.error}")
+        return reply
+
     def _send(self, message: Write | DocumentWrite) -> None:
         if send_now(self._socket, encode(message)) is not None:
             log.debug("writer not reachable; batch %d will be re-sent", message.batch_id)
@@ -127,6 +162,8 @@ class WriterLink:
             if isinstance(message, Ack) and self._unacked.pop(message.batch_id, None) is not None:
                 self.acknowledged_rows += message.committed
                 self._journal.forget(message.batch_id)
+            elif isinstance(message, Deleted) and message.request_id in self._deletes:
+                self._deletes[message.request_id].set_result(message)
 
     async def _resend_loop(self) -> None:
         timeout = self._settings.write_ack_timeout_seconds

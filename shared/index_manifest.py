@@ -10,7 +10,7 @@ readable after the writer removes it).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,6 +19,8 @@ from shared.file_integrity import atomic_write_text
 MANIFEST_NAME = "manifest.json"
 EXACT = "exact"
 APPROXIMATE = "approximate"
+# What readers probed before nprobe was measured (an older manifest); the writer measures it at its next catch-up.
+UNTUNED_NPROBE = 32
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,20 @@ class IndexManifest:
     saved_at: float
     lists: int = 0  # inverted lists of an approximate (IVF) index
     trained_on: int = 0  # rows the approximate index was trained on; the writer retrains as the model grows
+    deletions_covered: int = 0  # the last `deletions` entry applied: deleted rows up to it are out of the index
+    # An approximate index's tuning (workers/writer/recall.py): the lists to probe per query, chosen by the writer
+    # as the fewest reaching `target_recall`, the recall@10 against exact search it measured there, the count of
+    # vectors it was measured on, and [nprobe, recall] at 1, 2, 4, ... lists. nprobe 0: not measured.
+    nprobe: int = 0
+    recall: float = 0.0
+    target_recall: float = 0.0
+    tuned_on: int = 0
+    recall_curve: list[list[float]] = field(default_factory=list)
+
+    def search_nprobe(self, configured: int) -> int:
+        """The lists a reader probes: SEARCH_IVF_NPROBE when set, else the measured nprobe (UNTUNED_NPROBE for an
+        index saved before the writer measured it)."""
+        return configured or self.nprobe or UNTUNED_NPROBE
 
 
 def model_index_dir(index_root: Path, model: str) -> Path:

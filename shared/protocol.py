@@ -48,6 +48,8 @@ class Kind(IntEnum):
     CONTROL = 13
     CONTROL_REPLY = 14
     DOCUMENT_WRITE = 20
+    DELETE = 30
+    DELETED = 31
     PING = 40
     PONG = 41
 
@@ -162,6 +164,9 @@ class EmbeddingRow:
     response_time: float | None = None
     total_time: float | None = None
     document_id: int | None = None
+    # Add the text to this collection too (memberships table). A text that was a cache hit travels as a row
+    # as well when it names a collection: the insert leaves the stored row as it is and records the membership.
+    collection: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +336,42 @@ class DocumentWrite:
 
 
 @dataclass(frozen=True)
+class Delete:
+    """Gateway → writer: delete stored rows, answered by DELETED(request_id) after the commit.
+
+    `target` "string": the rows of the text with hash `name` (of `model_name`, or of every model when empty);
+    "collection": the collection `name`; "document": the document whose file hash is `name`. Deleting a
+    collection or document removes its memberships and the rows of texts left in no collection or document.
+    """
+
+    KIND: ClassVar[Kind] = Kind.DELETE
+    request_id: int
+    target: str
+    name: str
+    model_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedRow:
+    """One row a DELETE removed, so a gateway drops it from its cache and search tail at once."""
+
+    row_id: int
+    model_name: str
+    text_hash: str
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """Writer → gateway: what a DELETE removed (`found` False: nothing matched; `error`: it could not be done)."""
+
+    KIND: ClassVar[Kind] = Kind.DELETED
+    request_id: int
+    found: bool
+    rows: list[DeletedRow] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Ping:
     """Gateway → writer, every heartbeat interval: are you alive? (readiness)"""
 
@@ -346,7 +387,7 @@ class Pong:
 
 Message = Union[
     Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
-    ControlReply, Ping, Pong, DocumentWrite,
+    ControlReply, Ping, Pong, DocumentWrite, Delete, Deleted,
 ]
 _BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
 # Field names per message type, read once: dataclasses.asdict deep-copies every list (a request's texts, a
@@ -355,7 +396,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) 
 _EMPTY = msgpack.packb({})
 
 # Structs inside messages travel as msgpack arrays in field order: no key names repeated per row.
-_STRUCTS = (EmbeddingRow, StoredDocument, RegisteredWorker, SearchState, ModelHealth, RamdiskWorker, RamdiskState)
+_STRUCTS = (EmbeddingRow, StoredDocument, RegisteredWorker, SearchState, ModelHealth, RamdiskWorker, RamdiskState,
+            DeletedRow)
 
 
 @dataclass(frozen=True)

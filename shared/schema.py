@@ -91,6 +91,69 @@ document_embeddings = Table(
     UniqueConstraint("file_hash", "model_name", name="uq_document_embeddings_hash_model"),
 )
 
+# Collections and documents a stored text belongs to (search scopes, deletion): one row per (group, model,
+# text). Keyed by the text's hash rather than the row id, so the writer records a membership for a text that
+# was a cache hit (already stored) without reading its id, and it survives the text being computed again.
+COLLECTION = "collection"
+DOCUMENT = "document"  # `name` is the document's file hash (SHA3-256 of its bytes)
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String, nullable=False),
+    Column("model_name", String, nullable=False),
+    Column("text_hash", String(64), nullable=False),
+    UniqueConstraint("kind", "name", "model_name", "text_hash", name="uq_memberships"),
+    Index("ix_memberships_text", "model_name", "text_hash"),
+)
+
+# Every row the writer deleted, in order: gateways read it to drop the rows from their caches and search
+# tails, indexers to remove the ids from their FAISS indexes (each remembers the last entry it applied).
+deletions = Table(
+    "deletions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("row_id", Integer, nullable=False),
+    Column("model_name", String, nullable=False),
+    Column("text_hash", String(64), nullable=False),
+    Column("deleted_at", DateTime),
+)
+
+# Keyword search (gateway/search/keyword.py). SQLite: an FTS5 index over `embeddings.text` (external content:
+# the text is not stored twice), kept in step by triggers, so every write path (rows, documents, deletes)
+# updates it in the writer's own transaction; BM25 ranks. PostgreSQL: a GIN index on the text's tsvector.
+_SQLITE_KEYWORD_INDEX = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS embeddings_fts USING fts5("
+    "text, content='embeddings', content_rowid='id', tokenize='porter unicode61')",
+    "CREATE TRIGGER IF NOT EXISTS embeddings_fts_insert AFTER INSERT ON embeddings BEGIN "
+    "INSERT INTO embeddings_fts(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS embeddings_fts_delete AFTER DELETE ON embeddings BEGIN "
+    "INSERT INTO embeddings_fts(embeddings_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
+]
+POSTGRESQL_TEXT_SEARCH_CONFIG = "english"
+_POSTGRESQL_KEYWORD_INDEX = [
+    "CREATE INDEX IF NOT EXISTS ix_embeddings_text_search ON embeddings "
+    f"USING GIN (to_tsvector('{POSTGRESQL_TEXT_SEARCH_CONFIG}', text))",
+]
+
+
+def create_schema(engine: Engine) -> None:
+    """Create what is missing: the tables, their indexes and the keyword index (filled from the rows already
+    stored when it is new, so a database from before keyword search becomes searchable by keyword)."""
+    metadata.create_all(engine)
+    with engine.begin() as connection:
+        if engine.dialect.name != "sqlite":
+            for statement in _POSTGRESQL_KEYWORD_INDEX:
+                connection.exec_driver_sql(statement)
+            return
+        existed = connection.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE name = 'embeddings_fts'").first() is not None
+        for statement in _SQLITE_KEYWORD_INDEX:
+            connection.exec_driver_sql(statement)
+        if not existed:
+            connection.exec_driver_sql("INSERT INTO embeddings_fts(embeddings_fts) VALUES ('rebuild')")
+
 
 # Bound parameters per statement: below the 999 of SQLite builds before 3.32, with room for the other terms.
 SQLITE_MAX_PARAMS = 900

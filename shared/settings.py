@@ -83,7 +83,8 @@ class Settings:
     # search
     search_approximate_above: int
     search_ivf_lists: int
-    search_ivf_nprobe: int
+    search_ivf_nprobe: int  # 0: the nprobe the writer measured to reach search_target_recall (in the manifest)
+    search_target_recall: float
     search_index_save_interval_ms: float
     search_index_poll_ms: float
     search_tail_max_rows: int
@@ -235,7 +236,8 @@ class _Sources(BaseSettings):
     ramdisk_size_in_gb: float = 1.0
     search_approximate_above: int = 100_000
     search_ivf_lists: int = 0
-    search_ivf_nprobe: int = 32
+    search_ivf_nprobe: CountOrAuto = 0
+    search_target_recall: float = 0.95
     search_index_save_interval_ms: float = 1000.0
     search_index_poll_ms: float = 250.0
     search_tail_max_rows: int = 50_000

@@ -1,4 +1,4 @@
-"""`python supervisor.py COMMAND`: start, stop, status, scale, and model management."""
+"""`python supervisor.py COMMAND`: start, stop, status, scale, model management and deletes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from shared.logs import configure_logging
 from shared.settings import PROJECT_ROOT, Settings, load_settings
 from supervision.allotment import default_workers_per_model
 from supervision.children import child_environment, pid_file
+from supervision.delete_cli import add_parser as add_delete_parser
+from supervision.delete_cli import cmd_delete
 from supervision.ramdisk.cli_side import add_parser as add_ramdisk_parser
 from supervision.ramdisk.cli_side import check_before_start, cmd_ramdisk, serve_from_ramdisk_at_start
 from supervision.roles import RolesRefused, check_roles, runs
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import_.add_argument("target", metavar="PATH")
     import_.add_argument("--name")
     add_ramdisk_parser(commands)
+    add_delete_parser(commands)
     args = parser.parse_args(argv)
     settings = load_settings()
     if getattr(args, "roles", None):
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _run(settings, foreground=False)
     handlers = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "scale": cmd_scale,
-                "models": cmd_models,
+                "models": cmd_models, "delete": cmd_delete,
                 "ramdisk": lambda s, a: cmd_ramdisk(s, a, lambda: _desired(s, load_catalogue(s.models_dir)))}
     if args.command == "models":
         logging.basicConfig(level=logging.INFO, format="%(message)s")

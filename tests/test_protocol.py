@@ -14,6 +14,9 @@ from shared.protocol import (
     Cancel,
     Control,
     ControlReply,
+    Delete,
+    Deleted,
+    DeletedRow,
     DocumentWrite,
     Embed,
     EmbeddingRow,
@@ -50,7 +53,8 @@ MESSAGES = [
     Bye(),
     Fatal(reason="oom"),
     Reregister(),
-    Write(batch_id=3, rows=[EmbeddingRow("x", "h", "m", b"\x00\x01", 1, ip_address="127.0.0.1", request_time=1.5)]),
+    Write(batch_id=3, rows=[EmbeddingRow("x", "h", "m", b"\x00\x01", 1, ip_address="127.0.0.1", request_time=1.5,
+                                         collection="c")]),
     Ack(batch_id=3, committed=1),
     Status(role="worker", pid=5, state="ready", model="m", worker_id=1, counters={"texts": 2}, mapped_from="/m.gguf",
            weight_repack=False),
@@ -65,6 +69,8 @@ MESSAGES = [
                   rows=[EmbeddingRow("s", "h", "m", b"\x00", 1, document_id=None)], text_hashes=["h"]),
     Ping(),
     Pong(),
+    Delete(request_id=8, target="collection", name="pets"),
+    Deleted(request_id=8, found=True, rows=[DeletedRow(12, "m", "h")]),
 ]
 
 

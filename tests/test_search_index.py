@@ -6,18 +6,20 @@ import asyncio
 from pathlib import Path
 from typing import Awaitable, Callable
 
+import faiss
 import numpy as np
 import pytest
 
 from gateway.database import ReadOnlyDatabase
 from gateway.errors import Unavailable
 from gateway.search.indexes import SearchIndexes
-from shared.index_manifest import model_index_dir
+from shared.index_manifest import UNTUNED_NPROBE, model_index_dir
 from shared.protocol import EmbeddingRow, SearchState
 from shared.schema import text_hash
 from shared.settings import Settings, load_settings
+from workers.writer.index_build import build_index
 from workers.writer.index_source import EmbeddingSource
-from workers.writer.model_index import ModelIndex
+from workers.writer.model_index import IndexPolicy, ModelIndex
 from workers.writer.store import EmbeddingStore, RetryPolicy
 
 MODEL = "test-model"
@@ -161,5 +163,47 @@ def test_more_unindexed_rows_than_the_tail_holds_answer_503_until_the_index_cove
             if state_of(search).complete:
                 break
         assert len(await texts_found(search, unit(1), k=3)) == 3
+
+    run(settings, body)
+
+
+def approximate_index_saved(settings: Settings, count: int = 2000) -> int:
+    """Store `count` rows, build and save the writer's approximate index of them; the nprobe it measured."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((count, 8)).astype(np.float32)
+    store_rows(settings, {f"row {number}": vector / np.linalg.norm(vector) for number, vector in enumerate(vectors)})
+    source = EmbeddingSource(settings.database_url)
+    index = build_index(source, MODEL, model_index_dir(settings.index_dir, MODEL), IndexPolicy(approximate_above=100))
+    source.close()
+    assert index is not None and index.tuning.nprobe
+    return index.save().nprobe
+
+
+def probed_lists(search: SearchIndexes) -> int:
+    generation = search._models[MODEL].generation
+    assert generation is not None and isinstance(generation.index, faiss.IndexIVF)
+    return int(generation.index.nprobe)
+
+
+def test_the_gateway_probes_the_lists_the_writer_measured(settings: Settings) -> None:
+    measured = approximate_index_saved(settings)
+    assert measured != UNTUNED_NPROBE  # else the test could not tell the two apart
+
+    async def body(search: SearchIndexes) -> None:
+        await texts_found(search, unit(1))
+        assert probed_lists(search) == measured
+
+    run(settings, body)
+
+
+def test_an_explicit_search_ivf_nprobe_overrides_the_measured_one(tmp_path: Path) -> None:
+    settings = load_settings(config_file=tmp_path / "no-config.env",
+                             overrides={"DATA_DIR": str(tmp_path), "SEARCH_INDEX_POLL_MS": "20", "SEARCH_IVF_NPROBE": "3"})
+    measured = approximate_index_saved(settings)
+    assert measured != 3
+
+    async def body(search: SearchIndexes) -> None:
+        await texts_found(search, unit(1))
+        assert probed_lists(search) == 3
 
     run(settings, body)

@@ -60,3 +60,21 @@ def test_the_same_text_is_held_once() -> None:
     tail.add("a", "twice", unit(1, 0))
     tail.add("a", "twice", unit(1, 0))
     assert len(tail) == 1
+
+
+def test_a_removed_row_is_no_longer_found_and_the_others_are() -> None:
+    tail = Tail(capacity=10)
+    tail.add("a", "east", unit(1, 0))
+    tail.add("b", "north", unit(0, 1))
+    tail.remove({"a"})
+    assert "a" not in tail and len(tail) == 1
+    assert [text for text, _ in tail.view().search(unit(1, 0), k=5)] == ["north"]
+
+
+def test_a_scoped_search_considers_only_the_rows_of_the_given_hashes() -> None:
+    tail = Tail(capacity=10)
+    tail.add("a", "east", unit(1, 0))
+    tail.add("b", "north", unit(0, 1))
+    tail.add("c", "north-east", unit(1, 1))
+    assert [text for text, _ in tail.view().search(unit(1, 0), k=1, only=frozenset({"b"}))] == ["north"]
+    assert tail.view().search(unit(1, 0), k=1, only=frozenset()) == []

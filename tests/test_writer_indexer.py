@@ -18,6 +18,7 @@ from shared.protocol import EmbeddingRow
 from shared.schema import text_hash
 from shared.settings import Settings, load_settings
 from workers.writer.indexer import Indexer
+from workers.writer.recall import measure_recall
 from workers.writer.store import EmbeddingStore, RetryPolicy
 
 MODEL = "test-model"
@@ -139,7 +140,7 @@ def test_above_the_threshold_the_index_is_approximate_with_recall_of_at_least_09
         manifest = wait_for_manifest(settings, lambda m: m.count == 3000)
     assert manifest.kind == APPROXIMATE and manifest.lists == round(3000 ** 0.5)
     index = open_saved(settings, manifest)
-    faiss.extract_index_ivf(index).nprobe = settings.search_ivf_nprobe
+    faiss.extract_index_ivf(index).nprobe = manifest.search_nprobe(settings.search_ivf_nprobe)
     queries = vectors[:100]
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10] + 1  # ids start at 1
     _, found = index.search(queries, 10)
@@ -156,3 +157,80 @@ def test_an_exact_index_that_outgrows_the_threshold_becomes_approximate(tmp_path
         indexer.rows_committed([MODEL])
         grown = wait_for_manifest(settings, lambda m: m.count == 480)
     assert grown.kind == APPROXIMATE
+
+
+def noisy_clusters(count: int, seed: int) -> np.ndarray:
+    """Clusters so wide that an IVF index needs about a quarter of its lists for recall@10 of 0.95 (few miss)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, DIMENSIONS)).astype(np.float32)
+    vectors = centres[rng.integers(0, 20, count)] + 1.5 * rng.standard_normal((count, DIMENSIONS)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def true_recall(index: faiss.Index, vectors: np.ndarray, nprobe: int, queries: np.ndarray) -> float:
+    """Recall@10 of `index` at `nprobe` for the stored rows `queries` (positions; ids are positions + 1), each
+    query's own row left out of both sides."""
+    faiss.extract_index_ivf(index).nprobe = nprobe
+    scores = vectors[queries] @ vectors.T
+    scores[np.arange(len(queries)), queries] = -np.inf
+    exact = np.argsort(-scores, axis=1)[:, :10] + 1
+    _, found = index.search(vectors[queries], 11)
+    return float(np.mean([len((set(hits.tolist()) - {int(query) + 1}) & set(truth.tolist())) / 10
+                          for hits, truth, query in zip(found, exact, queries)]))
+
+
+def test_the_recall_curve_is_what_ivf_searches_of_the_same_queries_find(tmp_path: Path) -> None:
+    vectors = noisy_clusters(3000, seed=5)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIMENSIONS), DIMENSIONS, 50, faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(1, 3001))
+    curve = measure_recall(index, np.random.default_rng(0), queries=200)
+    assert curve.queries == 200 and len(set(curve.query_ids.tolist())) == 200
+    for nprobe in (1, 2, 5, 12, 50):
+        assert curve.recall(nprobe) == pytest.approx(true_recall(index, vectors, nprobe, curve.query_ids - 1), abs=1e-6)
+    assert curve.recall(1) < 0.95 <= curve.recall(50)
+
+
+def test_the_build_probes_the_fewest_lists_that_reach_the_target_recall(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_for(tmp_path, SEARCH_APPROXIMATE_ABOVE="1000")
+    vectors = noisy_clusters(4000, seed=3)
+    insert(settings, vectors, "row")
+    with caplog.at_level(logging.INFO, logger="workers.writer.model_index"), running_indexer(settings):
+        manifest = wait_for_manifest(settings, lambda m: m.count == 4000)
+    assert manifest.kind == APPROXIMATE and manifest.target_recall == 0.95 and manifest.tuned_on == 4000
+    assert 1 < manifest.nprobe < manifest.lists and manifest.recall >= 0.95
+    assert f"with nprobe {manifest.nprobe} of {manifest.lists} lists" in caplog.text
+    index = open_saved(settings, manifest)
+    every_row = np.arange(4000)
+    # Over every stored row, not the writer's sample: the choice holds for other queries (a margin of 0.01
+    # for the sample's luck), and half as many lists would not have been enough on this data.
+    assert true_recall(index, vectors, manifest.nprobe, every_row) >= 0.94
+    assert true_recall(index, vectors, manifest.nprobe // 2, every_row) < 0.95
+
+
+def test_a_higher_target_recall_probes_more_lists(tmp_path: Path) -> None:
+    vectors = noisy_clusters(4000, seed=3)
+    chosen = {}
+    for target in ("0.8", "0.99"):
+        settings = settings_for(tmp_path / target, SEARCH_APPROXIMATE_ABOVE="1000", SEARCH_TARGET_RECALL=target)
+        insert(settings, vectors, "row")
+        with running_indexer(settings):
+            chosen[target] = wait_for_manifest(settings, lambda m: m.count == 4000)
+    assert chosen["0.8"].nprobe < chosen["0.99"].nprobe
+    assert chosen["0.8"].recall >= 0.8 and chosen["0.99"].recall >= 0.99
+
+
+def test_nprobe_is_measured_again_when_the_index_has_doubled(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, SEARCH_APPROXIMATE_ABOVE="1000")
+    insert(settings, noisy_clusters(3000, seed=3), "first")
+    with running_indexer(settings) as indexer:
+        first = wait_for_manifest(settings, lambda m: m.count == 3000)
+        insert(settings, noisy_clusters(2000, seed=4), "more")  # 5000 < 2 × 3000: no new measurement
+        indexer.rows_committed([MODEL])
+        grown = wait_for_manifest(settings, lambda m: m.count == 5000)
+        insert(settings, noisy_clusters(1000, seed=6), "doubled")
+        indexer.rows_committed([MODEL])
+        doubled = wait_for_manifest(settings, lambda m: m.count == 6000)
+    assert first.tuned_on == grown.tuned_on == 3000 and doubled.tuned_on == 6000
+    assert doubled.lists == first.lists  # measured again, not retrained (that waits for 4×)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.documents.packaging import ORIENTS, parse_orient
 from gateway.embedding_service import EmbeddingService
+from gateway.schemas import COLLECTION_DESCRIPTION, CollectionName
 from gateway.validation import validate
 
 MODEL_SYNONYM = "llm_model_name"  # the original service's name for model_name, accepted as well
@@ -25,6 +26,7 @@ class DocumentParameters(BaseModel):
     model_name: str = Field(..., description="A name from /get_list_of_available_model_names/ (default "
                                              "DEFAULT_MODEL_NAME; llm_model_name is accepted too).")
     json_format: str = Field(..., description=f"A pandas to_json orient: {', '.join(ORIENTS)} (default records).")
+    collection: CollectionName | None = Field(default=None, description=COLLECTION_DESCRIPTION)
 
 
 FORM_FIELDS = (*DocumentParameters.model_fields, MODEL_SYNONYM)

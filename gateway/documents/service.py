@@ -69,16 +69,18 @@ class DocumentService:
         self._writer = writer
 
     async def embed(self, upload: Upload, model: str, client_ip: str | None,
-                    progress: ProgressCallback | None = None) -> EmbeddedDocument:
-        """The document's sentences and vectors. Raises GatewayError subclasses (415, 422, ...) for the client.
-        `progress` hears how far embedding has come (see ProgressCallback)."""
+                    progress: ProgressCallback | None = None, collection: str | None = None) -> EmbeddedDocument:
+        """The document's sentences and vectors, the sentences also added to `collection` when given. Raises
+        GatewayError subclasses (415, 422, ...) for the client. `progress` hears how far embedding has come (see
+        ProgressCallback)."""
         started = time.time()
         file_hash = await asyncio.to_thread(lambda: hashlib.sha3_256(upload.content).hexdigest())  # 50 MB: 0.1 s
         label = f"document {file_hash[:12]} ({model})"
         stored = await self._database.find_document(file_hash, model)
         if stored is not None:
             log.info("%s: known; answering from the store (%d sentences)", label, len(stored.sentences))
-            vectors = await self._embed_in_chunks(model, stored.sentences, client_ip, label, None, progress)
+            vectors = await self._embed_in_chunks(model, stored.sentences, client_ip, label, None, progress,
+                                                  collection)
             return EmbeddedDocument(stored.sentences, vectors,
                                     self._metadata(upload, stored.mimetype, file_hash, model, vectors, True))
         sniffed = sniff(upload.content)
@@ -89,7 +91,8 @@ class DocumentService:
                              f"MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING={minimum} characters are skipped)")
         log.info("%s: %s of %d bytes, %d sentences", label, sniffed.mimetype, len(upload.content), len(sentences))
         computed_rows: list[EmbeddingRow] = []
-        vectors = await self._embed_in_chunks(model, sentences, client_ip, label, computed_rows, progress)
+        vectors = await self._embed_in_chunks(model, sentences, client_ip, label, computed_rows, progress,
+                                              collection)
         finished = time.time()
         document = StoredDocument(
             file_hash=file_hash, model_name=model, filename=upload.filename, mimetype=sniffed.mimetype,
@@ -107,7 +110,7 @@ class DocumentService:
 
     async def _embed_in_chunks(self, model: str, sentences: list[str], client_ip: str | None, label: str,
                                computed_rows: list[EmbeddingRow] | None,
-                               report: ProgressCallback | None) -> np.ndarray:
+                               report: ProgressCallback | None, collection: str | None) -> np.ndarray:
         """One vector per sentence. Rows computed here go to `computed_rows` (None: to the writer as usual)."""
         unique = list(dict.fromkeys(sentences))
         size = self._settings.document_chunk_sentences
@@ -117,7 +120,8 @@ class DocumentService:
 
         async def embed_chunk(texts: list[str]) -> list[Embedded]:
             async with gate:
-                embedded = await self._embeddings.embed(model, texts, client_ip=client_ip, row_sink=computed_rows)
+                embedded = await self._embeddings.embed(model, texts, client_ip=client_ip, row_sink=computed_rows,
+                                                        collection=collection)
             progress.advance(len(texts))
             return embedded
 

@@ -6,6 +6,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from gateway.schemas import COLLECTION_DESCRIPTION, CollectionName
+
 # Strict types: in lax mode pydantic would read "1" as a token id or true as 1.
 EmbeddingInput = Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
 
@@ -26,6 +28,9 @@ class OpenAIEmbeddingRequest(BaseModel):
         "Keep the first N components and L2-normalise again (meaningful for Matryoshka-trained models; for "
         "others a plain projection). At most the model's dimensions."))
     user: str | None = Field(None, description="Accepted and ignored.")
+    collection: CollectionName | None = Field(None, description=(
+        "Not OpenAI's: " + COLLECTION_DESCRIPTION + " Text inputs only (token ids are not stored); OpenAI's "
+        "clients send it as an extra body field (`extra_body={\"collection\": ...}` in the openai package)."))
 
 
 class OpenAIEmbedding(BaseModel):

@@ -37,7 +37,8 @@ async def get_all_embeddings_for_document(request: Request) -> Response:
     """POST /get_all_embeddings_for_document/: a zip of the embedding of every sentence of the uploaded file."""
     upload, parameters = await read_document_request(request)
     orient = parameters.json_format
-    document = await services(request).documents.embed(upload, parameters.model_name, client_ip(request))
+    document = await services(request).documents.embed(upload, parameters.model_name, client_ip(request),
+                                                        collection=parameters.collection)
     stem = safe_stem(upload.filename)
     archive = await asyncio.to_thread(build_zip, stem, document.sentences, document.vectors, orient,
                                       document.archive_metadata(orient))

@@ -26,7 +26,7 @@ async def get_embedding_vector(request: Request) -> Response:
     body = await parse_json_body(request, EmbeddingRequest)
     model = body.chosen_model(state.settings.default_model_name)
     client = client_ip(request)
-    [embedded] = await state.embeddings.embed(model, [body.text], client_ip=client)
+    [embedded] = await state.embeddings.embed(model, [body.text], client_ip=client, collection=body.collection)
     return VectorJSONResponse({"embedding": embedded.vector, "model": model,
                          "dimensions": int(embedded.vector.shape[0]), "cached": embedded.cached})
 
@@ -39,7 +39,7 @@ async def get_embedding_vectors(request: Request) -> Response:
     if len(body.texts) > state.settings.max_batch_texts:
         raise BadRequest(f"{len(body.texts)} texts in one request; MAX_BATCH_TEXTS is {state.settings.max_batch_texts}")
     client = client_ip(request)
-    embedded = await state.embeddings.embed(model, body.texts, client_ip=client)
+    embedded = await state.embeddings.embed(model, body.texts, client_ip=client, collection=body.collection)
     dimensions = int(embedded[0].vector.shape[0]) if embedded else 0
     return VectorJSONResponse({"embeddings": [item.vector for item in embedded], "model": model,
                          "dimensions": dimensions, "cached": [item.cached for item in embedded]})

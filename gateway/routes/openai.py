@@ -43,11 +43,13 @@ async def create_embeddings(request: Request) -> Response:
     body = await _parse(request)
     model = _served_model(state, body.model)
     texts, token_lists = _split_input(body.input, state.settings.max_batch_texts)
+    if token_lists and body.collection:
+        raise invalid_request("collection applies to text inputs only: token ids are not stored", "collection")
     _check_dimensions(body.dimensions, _known_dimensions(state, model), model)
     try:
         if texts:
             client = client_ip(request)
-            embedded = await state.embeddings.embed(model, texts, client_ip=client)
+            embedded = await state.embeddings.embed(model, texts, client_ip=client, collection=body.collection)
         else:
             embedded = await state.embeddings.embed_token_ids(model, token_lists)
     except BadRequest as exc:  # the model is checked already, so what is wrong is the input

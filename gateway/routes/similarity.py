@@ -1,7 +1,8 @@
 """The original service's similarity endpoints: two strings compared, and the stored strings nearest a query.
 
 Texts are embedded through EmbeddingService like any other request, so they are cached and stored (and
-so become searchable themselves); a search leaves the query text out of its own results.
+so become searchable themselves); a search leaves the query text out of its own results. Search's modes and
+scopes are gateway/search/searcher.py's.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.openapi import EMBEDDING_ERRORS, Endpoint
 from gateway.responses import VectorJSONResponse
+from gateway.search.fusion import Ranked
 from gateway.search.schemas import (
     SemanticSearchRequest,
     SemanticSearchResponse,
     SimilarityRequest,
     SimilarityResponse,
 )
+from gateway.search.scope import Scope
+from gateway.search.searcher import KEYWORD, SEMANTIC
 from gateway.state import services
 from gateway.validation import client_ip, parse_json_body
 
@@ -41,15 +45,24 @@ async def compute_similarity_between_strings(request: Request) -> Response:
 
 
 async def get_most_similar_string_from_database(request: Request) -> Response:
-    """POST /get_most_similar_string_from_database/: the stored strings nearest the text, best first."""
+    """POST /get_most_similar_string_from_database/: the stored strings best matching the text, best first."""
     state = services(request)
     body = await parse_json_body(request, SemanticSearchRequest)
     model = state.embeddings.check_model(body.chosen_model(state.settings.default_model_name))
-    client = client_ip(request)
-    [query] = await state.embeddings.embed(model, [body.text], client_ip=client)
-    hits = await state.search.search(model, query.vector, body.number_of_most_similar_strings_to_return, body.text)
-    return JSONResponse({"query_text": body.text, "model": model,
-                         "results": [{"text": hit.text, "similarity": hit.similarity} for hit in hits]})
+    results = await state.searcher.search(model, body.text, body.number_of_most_similar_strings_to_return, body.mode,
+                                          Scope(body.collection, body.document), client_ip(request))
+    return JSONResponse({"query_text": body.text, "model": model, "mode": body.mode,
+                         "results": [_result(body.mode, result) for result in results]})
+
+
+def _result(mode: str, result: Ranked) -> dict[str, object]:
+    """A result in the fields of its mode (semantic answers keep the original service's two fields)."""
+    if mode == SEMANTIC:
+        return {"text": result.text, "similarity": result.similarity}
+    if mode == KEYWORD:
+        return {"text": result.text, "score": result.score, "keyword_rank": result.keyword_rank}
+    return {"text": result.text, "score": result.score, "similarity": result.similarity,
+            "semantic_rank": result.semantic_rank, "keyword_rank": result.keyword_rank}
 
 
 ENDPOINTS = [
@@ -57,7 +70,8 @@ ENDPOINTS = [
              "Cosine similarity of two texts' embeddings (each from the cache or computed and cached)", "similarity",
              request_model=SimilarityRequest, response_model=SimilarityResponse, errors=EMBEDDING_ERRORS),
     Endpoint("POST", "/get_most_similar_string_from_database/", get_most_similar_string_from_database,
-             "The stored strings most similar to a text, best first (the text itself left out)", "similarity",
+             "The stored strings best matching a text, best first (the text itself left out): semantic, keyword or hybrid, "
+             "optionally within a collection or document", "similarity",
              request_model=SemanticSearchRequest, response_model=SemanticSearchResponse,
              errors=EMBEDDING_ERRORS),
 ]

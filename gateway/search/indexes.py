@@ -22,9 +22,10 @@ import numpy as np
 
 from gateway.database import ReadOnlyDatabase, StoredRow
 from gateway.errors import Unavailable
+from gateway.search.scope import Scope
 from gateway.search.tail import Tail, TailView
 from shared.index_manifest import MANIFEST_NAME, IndexManifest, model_index_dir, read_manifest
-from shared.protocol import SearchState
+from shared.protocol import DeletedRow, SearchState
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,32 @@ class Generation:
     manifest: IndexManifest
     index: faiss.Index
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ids and scores of up to `k` rows nearest `vector`, without the -1 padding an approximate index adds."""
-        scores, ids = self.index.search(vector.reshape(1, -1), min(k, self.manifest.count))
+    def search(self, vector: np.ndarray, k: int, only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and scores of up to `k` rows nearest `vector` (with `only`: among those ids), without the -1
+        padding an approximate index adds."""
+        k = min(k, self.manifest.count)
+        if only is None:
+            scores, ids = self.index.search(vector.reshape(1, -1), k)
+        else:
+            scores, ids = self._search_among(vector, k, faiss.IDSelectorBatch(only))
         found = ids[0] >= 0  # an approximate index pads with -1 when its probed lists hold fewer than k
         return ids[0][found], scores[0][found]
+
+    def _search_among(self, vector: np.ndarray, k: int, selector: faiss.IDSelector) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(self.index, faiss.IndexIVF):
+            params = faiss.SearchParameters()
+            params.sel = selector
+            return self.index.search(vector.reshape(1, -1), k, params=params)
+        # The probed lists may hold fewer than k of a small scope's rows; then every list is scanned (a
+        # selector test per row, distances only for the scope's rows), which finds them all.
+        for nprobe in dict.fromkeys((self.index.nprobe, self.index.nlist)):
+            ivf_params = faiss.SearchParametersIVF()
+            ivf_params.sel = selector
+            ivf_params.nprobe = nprobe
+            scores, ids = self.index.search(vector.reshape(1, -1), k, params=ivf_params)
+            if (ids[0] >= 0).sum() >= k:
+                break
+        return scores, ids
 
 
 @dataclass
@@ -121,31 +143,44 @@ class SearchIndexes:
                                       tail=len(state.tail), complete=state.complete))
         return result
 
-    async def search(self, model: str, vector: np.ndarray, k: int, exclude_text: str) -> list[Hit]:
-        """The `k` stored strings of `model` most similar to `vector`, best first, without `exclude_text`."""
+    async def search(self, model: str, vector: np.ndarray, k: int, exclude_text: str,
+                     scope: Scope | None = None) -> list[Hit]:
+        """The `k` stored strings of `model` (in `scope` when given) most similar to `vector`, best first,
+        without `exclude_text`."""
         state = self._state(model)
         await state.ready.wait()
         if not state.complete:
             raise Unavailable(f"the search index of model {model!r} is not ready yet (the writer is still indexing "
                               "its stored rows); retry shortly")
-        return await asyncio.to_thread(self._search, state.generation, state.tail.view(),
-                                       np.ascontiguousarray(vector, dtype=np.float32), k, exclude_text)
+        return await asyncio.to_thread(self._search, model, state.generation, state.tail.view(),
+                                       np.ascontiguousarray(vector, dtype=np.float32), k, exclude_text, scope)
 
-    def _search(self, generation: Generation | None, tail: TailView, vector: np.ndarray, k: int,
-                exclude_text: str) -> list[Hit]:
+    def rows_deleted(self, rows: list[DeletedRow]) -> None:
+        """Forget deleted rows held in the tails (the gateway's deletion feed calls this)."""
+        for model, state in self._models.items():
+            hashes = {row.text_hash for row in rows if row.model_name == model}
+            if hashes:
+                state.tail.remove(hashes)
+
+    def _search(self, model: str, generation: Generation | None, tail: TailView, vector: np.ndarray, k: int,
+                exclude_text: str, scope: Scope | None) -> list[Hit]:
         # One query uses one thread in FAISS anyway; setting it (per thread, as OpenMP keeps it) keeps idle
         # OpenMP threads from spinning beside concurrent searches.
         faiss.omp_set_num_threads(1)
+        members = self._database.members(model, scope) if scope else None
+        if members is not None and not len(members.hashes):
+            return []
         wanted = k + 1  # room for the query itself, which is left out
         best: dict[str, float] = {}
         if generation is not None and generation.manifest.count:
-            ids, scores = generation.search(vector, wanted)
+            # A row deleted since this generation was saved is still in it, but no longer has a text: left out.
+            ids, scores = generation.search(vector, wanted, members.ids if members is not None else None)
             texts = self._database.texts([int(i) for i in ids])
             for row_id, score in zip(ids, scores):
                 text = texts.get(int(row_id))
                 if text is not None:
                     best[text] = float(score)
-        for text, score in tail.search(vector, wanted):
+        for text, score in tail.search(vector, wanted, members.hashes if members is not None else None):
             best[text] = max(score, best.get(text, score))
         best.pop(exclude_text, None)
         ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:k]
@@ -202,7 +237,7 @@ class SearchIndexes:
         if manifest is not None and (current is None or manifest.file != current.manifest.file):
             index = faiss.read_index(str(directory / manifest.file), faiss.IO_FLAG_MMAP_IFC)
             if isinstance(index, faiss.IndexIVF):
-                index.nprobe = self._nprobe
+                index.nprobe = manifest.search_nprobe(self._nprobe)  # SEARCH_IVF_NPROBE, else the writer's measured one
             generation = Generation(manifest, index)
         covered = generation.manifest.rows_covered if generation else 0
         found_ids = self._database.row_ids(model, unidentified) if unidentified else {}

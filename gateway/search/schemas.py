@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from gateway.schemas import ModelChoice
+from gateway.schemas import CollectionName, ModelChoice
 
 DEFAULT_RESULTS = 10
 
@@ -35,13 +37,27 @@ class SemanticSearchRequest(ModelChoice):
                       examples=["How do I reset my password?"])
     number_of_most_similar_strings_to_return: int = Field(
         DEFAULT_RESULTS, gt=0, description="How many stored strings to return at most (all of them if fewer).")
+    collection: CollectionName | None = Field(
+        None, description="Search only the strings of this collection (and of `document`, when both are given).")
+    document: str | None = Field(None, pattern="^[0-9a-f]{64}$", description=(
+        "Search only the sentences of this stored document: its SHA3-256 file hash (`file_hash` in a document "
+        "answer's metadata)."))
+    mode: Literal["semantic", "keyword", "hybrid"] = Field("semantic", description=(
+        "semantic: nearest embeddings (the query is embedded). keyword: BM25 over the words (no embedding). "
+        "hybrid: both, fused by reciprocal rank fusion."))
 
 
 class SimilarString(BaseModel):
-    """One result of a semantic search: a stored string and its similarity to the query text."""
+    """One result of a search: a stored string and how well it matches the query."""
 
     text: str
-    similarity: float = Field(..., description="Cosine similarity to the query text.")
+    similarity: float | None = Field(None, description=(
+        "Cosine similarity to the query text; null for a keyword-only match of a hybrid search; absent in "
+        "keyword mode."))
+    score: float | None = Field(None, description=(
+        "keyword and hybrid modes: BM25 (keyword) or the fused reciprocal-rank score (hybrid); higher is better."))
+    semantic_rank: int | None = Field(None, description="hybrid: the string's rank in the semantic part (1 = best).")
+    keyword_rank: int | None = Field(None, description="keyword and hybrid: its rank by keywords (1 = best).")
 
 
 class SemanticSearchResponse(BaseModel):
@@ -49,4 +65,5 @@ class SemanticSearchResponse(BaseModel):
 
     query_text: str
     model: str
+    mode: str = "semantic"
     results: list[SimilarString] = Field(..., description="Best first; the query text itself is left out.")

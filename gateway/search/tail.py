@@ -20,14 +20,21 @@ class TailView:
     matrix: np.ndarray | None
     size: int
     texts: list[str]
+    hashes: list[str]
 
-    def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The `k` rows with the largest inner product with `vector` (all of them when there are fewer)."""
+    def search(self, vector: np.ndarray, k: int, only: frozenset[str] | None = None) -> list[tuple[str, float]]:
+        """The `k` rows with the largest inner product with `vector` (all of them when there are fewer); with
+        `only`, among the rows whose text hash is in it."""
         if self.matrix is None or self.size == 0 or k <= 0:
             return []
-        scores = self.matrix[:self.size] @ vector
-        best = np.arange(self.size) if k >= self.size else np.argpartition(-scores, k - 1)[:k]
-        return [(self.texts[i], float(scores[i])) for i in best]
+        positions = np.arange(self.size)
+        if only is not None:
+            positions = np.array([i for i in range(self.size) if self.hashes[i] in only], dtype=np.int64)
+            if not len(positions):
+                return []
+        scores = self.matrix[positions] @ vector
+        best = np.arange(len(positions)) if k >= len(positions) else np.argpartition(-scores, k - 1)[:k]
+        return [(self.texts[positions[i]], float(scores[i])) for i in best]
 
 
 class Tail:
@@ -82,6 +89,17 @@ class Tail:
                 continue
             keep.append(position)
             ids.append(row_id)
+        self._keep(keep, ids)
+
+    def remove(self, hashes: set[str]) -> None:
+        """Forget the rows of these text hashes (deleted from the store)."""
+        if not any(text_hash in self._positions for text_hash in hashes):
+            return
+        keep = [position for position, text_hash in enumerate(self._hashes) if text_hash not in hashes]
+        self._keep(keep, [self._row_ids[position] for position in keep])
+
+    def _keep(self, keep: list[int], ids: list[int | None]) -> None:
+        """Hold only the rows at `keep` (ascending), whose row ids are `ids`."""
         if len(keep) == len(self._texts):
             self._row_ids = ids
             return
@@ -93,4 +111,4 @@ class Tail:
 
     def view(self) -> TailView:
         """The rows held now, as a view that later appends cannot change."""
-        return TailView(self._matrix, len(self._texts), self._texts)
+        return TailView(self._matrix, len(self._texts), self._texts, self._hashes)

@@ -12,8 +12,21 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from shared.protocol import DocumentWrite
-from shared.schema import document_embeddings, documents, embeddings, insert_ignoring_duplicates, parameter_chunks
-from workers.writer.store import EmbeddingStore, column_time, embedding_values
+from shared.schema import (
+    DOCUMENT,
+    document_embeddings,
+    documents,
+    embeddings,
+    insert_ignoring_duplicates,
+    parameter_chunks,
+)
+from workers.writer.store import (
+    EmbeddingStore,
+    collection_memberships,
+    column_time,
+    embedding_values,
+    insert_memberships,
+)
 
 
 def write_document(store: EmbeddingStore, message: DocumentWrite) -> int:
@@ -48,5 +61,9 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
             embeddings.c.model_name == model, embeddings.c.document_id.is_(None),
             embeddings.c.text_hash.in_(chunk),
         ).values(document_id=document_id))
+    # Search scoped to the document, and deleting it, go by these (a sentence may be in several documents).
+    insert_memberships(connection, [{"kind": DOCUMENT, "name": document.file_hash, "model_name": model,
+                                     "text_hash": text_hash} for text_hash in dict.fromkeys(message.text_hashes)])
+    insert_memberships(connection, collection_memberships(message.rows))
     return inserted
 

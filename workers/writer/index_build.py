@@ -1,7 +1,8 @@
 """Building one model's index from the database: the kind its size calls for, then every stored row.
 
 The writer's indexer calls this when a model has no usable saved index (and when an index outgrows its
-kind); benchmarks/search.py calls it too, so what it measures is what the writer does.
+kind); benchmarks/search.py calls it too, so what it measures is what the writer does. An approximate index
+leaves with its nprobe measured (`ModelIndex.tune`).
 """
 
 from __future__ import annotations
@@ -35,5 +36,7 @@ def build_index(source: EmbeddingSource, model: str, directory: Path, policy: In
         if cancelled():
             return None
         index.add(chunk)
+    if policy.needs_tuning(index):
+        index.tune(policy.target_recall)
     index.dirty = True
     return index

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from sqlalchemy import func, select, text
 
-from shared.schema import database_engine, embeddings
+from shared.schema import database_engine, deletions, embeddings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,21 @@ class EmbeddingSource:
         query = select(func.max(embeddings.c.id)).where(embeddings.c.model_name == model)
         with self._engine.connect() as connection:
             return int(connection.execute(query).scalar() or 0)
+
+    def last_deletion(self) -> int:
+        """The id of the last `deletions` entry (0 when nothing was ever deleted)."""
+        with self._engine.connect() as connection:
+            return int(connection.execute(select(func.max(deletions.c.id))).scalar() or 0)
+
+    def deleted_after(self, model: str, after: int) -> tuple[np.ndarray, int]:
+        """Row ids of `model` deleted after `deletions` entry `after`, and the last entry read (`after` if none)."""
+        query = (select(deletions.c.id, deletions.c.row_id).where(deletions.c.id > after,
+                                                                  deletions.c.model_name == model)
+                 .order_by(deletions.c.id))
+        with self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        last = rows[-1][0] if rows else after
+        return np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows)), last
 
     def chunks_after(self, model: str, after_id: int, dimensions: int) -> Iterator[VectorChunk]:
         """Every vector of `model` with an id above `after_id`, in id order."""

@@ -42,7 +42,8 @@ class Indexer:
     def __init__(self, settings: Settings) -> None:
         self._database_url = settings.database_url
         self._root = settings.index_dir
-        self._policy = IndexPolicy(settings.search_approximate_above, settings.search_ivf_lists)
+        self._policy = IndexPolicy(settings.search_approximate_above, settings.search_ivf_lists,
+                                   target_recall=settings.search_target_recall)
         self._save_interval = settings.search_index_save_interval_ms / 1000
         self._threads = settings.search_faiss_threads
         self._notifications: queue.SimpleQueue[str | None] = queue.SimpleQueue()
@@ -129,14 +130,28 @@ class Indexer:
             return
         for chunk in source.chunks_after(model, index.rows_covered, index.dimensions):
             index.add(chunk)
+        self._remove_deleted(source, index)
         if not self._policy.fits(index):
             log.info("index for %s: %d vectors no longer fit a %s index; rebuilding", model, index.count, index.kind)
             self._build(source, model, generation=index.generation)
+        elif self._policy.needs_tuning(index):  # doubled since measured (or never measured): measure nprobe again
+            index.tune(self._policy.target_recall)
+
+    def _remove_deleted(self, source: EmbeddingSource, index: ModelIndex) -> None:
+        ids, last = source.deleted_after(index.model, index.deletions_covered)
+        if last == index.deletions_covered:
+            return
+        started = time.monotonic()
+        removed = index.remove(ids, last)
+        log.info("index for %s: removed %d deleted rows of %d vectors in %.3fs", index.model, removed,
+                 index.count + removed, time.monotonic() - started)
 
     def _open(self, source: EmbeddingSource, model: str) -> ModelIndex | None:
         directory = model_index_dir(self._root, model)
         started = time.monotonic()
         saved = ModelIndex.load(model, directory)
+        if saved is not None:
+            self._remove_deleted(source, saved)  # rows deleted after it was saved
         if saved is not None and self._usable(source, saved):
             log.info("index for %s: loaded generation %d (%d vectors, %s) in %.2fs; adding rows after id %d",
                      model, saved.generation, saved.count, saved.kind, time.monotonic() - started, saved.rows_covered)
@@ -161,6 +176,7 @@ class Indexer:
 
     def _build(self, source: EmbeddingSource, model: str, generation: int) -> ModelIndex | None:
         started = time.monotonic()
+        deletions_seen = source.last_deletion()  # rows deleted before this are not read into the new index
         faiss.omp_set_num_threads(self._threads)
         try:
             index = build_index(source, model, model_index_dir(self._root, model), self._policy, generation,
@@ -171,6 +187,7 @@ class Indexer:
             if self._stopping.is_set():
                 log.info("index for %s: build abandoned at shutdown", model)
             return None
+        index.deletions_covered = deletions_seen
         log.info("index for %s: built %s index of %d vectors from the database in %.2fs",
                  model, index.kind, index.count, time.monotonic() - started)
         self._indexes[model] = index

@@ -20,9 +20,22 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.curve import check_bind, secure_server, start_authenticator, watch_handshakes
 from shared.lifecycle import StopFlag
-from shared.protocol import Ack, DocumentWrite, Ping, Pong, ProtocolError, Status, Write, decode, encode
+from shared.protocol import (
+    Ack,
+    Delete,
+    Deleted,
+    DocumentWrite,
+    Ping,
+    Pong,
+    ProtocolError,
+    Status,
+    Write,
+    decode,
+    encode,
+)
 from shared.settings import Settings
 from shared.status_reporter import StatusReporter
+from workers.writer.deletion import delete_stored
 from workers.writer.documents import write_document
 from workers.writer.indexer import Indexer
 from workers.writer.store import EmbeddingStore, RetryPolicy
@@ -31,6 +44,7 @@ log = logging.getLogger(__name__)
 
 
 _RETRY_SECONDS = 1.0  # between commits tried while the database does not answer
+_DOWN = "the database did not answer; retry shortly"
 
 
 @dataclass
@@ -100,6 +114,19 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                         pending.add(identity, message)
                     elif isinstance(message, Ping):  # the gateway's readiness check
                         socket.send_multipart([identity, *encode(Pong())])
+                    elif isinstance(message, Delete):
+                        # What arrived before the delete is committed first, so a text sent and then deleted
+                        # is deleted, not stored again after.
+                        if pending.batches:
+                            try:
+                                committed += _flush(store, socket, pending, indexer)
+                                pending = _Pending()
+                            except DBAPIError as exc:
+                                if not _database_down(exc):
+                                    raise
+                        reply = (_delete(store, message, indexer) if not pending.batches else
+                                 Deleted(request_id=message.request_id, found=False, error=_DOWN))
+                        socket.send_multipart([identity, *encode(reply)])
             due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
                                        or time.monotonic() - pending.since >= flush_interval)
             if due and time.monotonic() >= retry_at:
@@ -136,6 +163,22 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
             authenticator.stop()
         context.term()
         store.close()
+
+
+def _delete(store: EmbeddingStore, message: Delete, indexer: Indexer) -> Deleted:
+    try:
+        reply = delete_stored(store, message)
+    except DBAPIError as exc:
+        # Unlike a batch of rows, a delete the database refuses is not held: the client is told and may repeat it.
+        if _database_down(exc):
+            return Deleted(request_id=message.request_id, found=False, error=_DOWN)
+        log.exception("the database refused a delete (%s %r)", message.target, message.name[:80])
+        return Deleted(request_id=message.request_id, found=False,
+                       error=f"the database refused it: {str(exc).splitlines()[0][:200]}")
+    if reply.rows:
+        indexer.rows_committed({row.model_name for row in reply.rows})  # it reads the deletions log
+        log.info("deleted %d rows (%s %r)", len(reply.rows), message.target, message.name[:80])
+    return reply
 
 
 def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer | None = None) -> int:

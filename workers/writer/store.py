@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from shared.protocol import EmbeddingRow
-from shared.schema import database_engine, embeddings, insert_ignoring_duplicates, metadata
+from shared.schema import COLLECTION, create_schema, database_engine, embeddings, insert_ignoring_duplicates, memberships
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,13 +65,26 @@ def embedding_values(row: EmbeddingRow) -> dict[str, Any]:
     }
 
 
+def insert_memberships(connection: Connection, values: list[dict[str, str]]) -> None:
+    """Record memberships (kind, name, model_name, text_hash); those already recorded are left as they are."""
+    if values:
+        connection.execute(insert_ignoring_duplicates(connection, memberships, ["kind", "name", "model_name",
+                                                                                "text_hash"]), values)
+
+
+def collection_memberships(rows: list[EmbeddingRow]) -> list[dict[str, str]]:
+    """The memberships the rows that name a collection ask for."""
+    return [{"kind": COLLECTION, "name": row.collection, "model_name": row.model_name, "text_hash": row.text_hash}
+            for row in rows if row.collection]
+
+
 class EmbeddingStore:
     """Owns the only read-write connection to the database."""
 
     def __init__(self, database_url: str, retry: RetryPolicy) -> None:
         self._engine = database_engine(database_url)
         self._retry = retry
-        metadata.create_all(self._engine)
+        create_schema(self._engine)
 
     def insert_embeddings(self, rows: list[EmbeddingRow]) -> int:
         """Insert rows in one transaction; rows already present (same text_hash and model) are left as they are."""
@@ -82,7 +95,9 @@ class EmbeddingStore:
 
         def write() -> int:
             with self._engine.begin() as connection:
-                return connection.execute(statement, values).rowcount or 0
+                inserted = connection.execute(statement, values).rowcount or 0
+                insert_memberships(connection, collection_memberships(rows))
+                return inserted
 
         return self._retry.run(write)
 

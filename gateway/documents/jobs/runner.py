@@ -132,7 +132,7 @@ class DocumentJobs:
         for attempt in range(1, EMBED_ATTEMPTS + 1):
             try:
                 return await self._documents.embed(Upload(job.filename, content), job.parameters.model_name,
-                                                   job.client_ip, progress.report)
+                                                   job.client_ip, progress.report, job.parameters.collection)
             except _TRANSIENT as exc:
                 if attempt == EMBED_ATTEMPTS:
                     raise

@@ -1,0 +1,72 @@
+"""Deleted rows leave this gateway's memory: its cache and search tails, whoever asked for the delete.
+
+The gateway that forwarded a DELETE applies the writer's answer at once (`apply`); every gateway process, on
+this host or another, also reads the writer's deletions log every SEARCH_INDEX_POLL_MS, so a row deleted
+through another gateway is gone here within one poll. Reading a log (rather than a PUB/SUB notice) misses
+nothing across a writer or gateway restart: a gateway starts reading at the log's end, with empty caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from gateway.database import ReadOnlyDatabase
+from gateway.errors import Unavailable
+from shared.protocol import DeletedRow
+
+log = logging.getLogger(__name__)
+
+DeletionListener = Callable[[list[DeletedRow]], None]
+_PAGE = 10_000
+
+
+class DeletionFeed:
+    """Tells its listeners of every row deleted from the store, from the moment it started."""
+
+    def __init__(self, database: ReadOnlyDatabase, poll_seconds: float) -> None:
+        self._database = database
+        self._poll_seconds = poll_seconds
+        self._last: int | None = None  # the last log entry applied; None until the log could be read
+        self._task: asyncio.Task[None] | None = None
+        self.listeners: list[DeletionListener] = []
+
+    async def start(self) -> None:
+        """Start reading the log from its current end."""
+        self._task = asyncio.create_task(self._poll(), name="deletion-feed")
+
+    async def stop(self) -> None:
+        """Stop reading the log."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def apply(self, rows: list[DeletedRow]) -> None:
+        """Drop `rows` from every listener now (the log brings them again later; dropping twice is harmless)."""
+        if rows:
+            for listener in self.listeners:
+                listener(rows)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self._read()
+            except Unavailable as exc:  # the database is restarting: read what was missed once it is back
+                log.debug("could not read the deletions log: %s", exc.detail)
+            except Exception:
+                log.exception("could not read the deletions log; retrying")
+            await asyncio.sleep(self._poll_seconds)
+
+    async def _read(self) -> None:
+        if self._last is None:
+            self._last = await self._database.last_deletion()
+            return
+        while True:
+            entries = await self._database.deletions_after(self._last, _PAGE)
+            if not entries:
+                return
+            self._last = entries[-1][0]
+            self.apply([row for _, row in entries])
+            if len(entries) < _PAGE:
+                return
