@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmarks.neighbours import nearest
+
 PROFILE_QUERIES = 300
 K = 10
 _CHUNK = 100_000
@@ -32,12 +34,7 @@ class Profile:
 def nearest_neighbour_distance(vectors: np.ndarray, rng: np.random.Generator, queries: int = 2000) -> float:
     """The median Euclidean distance from a real vector to its nearest other real vector."""
     chosen = rng.choice(len(vectors), min(queries, len(vectors)), replace=False)
-    best = np.full(len(chosen), -np.inf, dtype=np.float32)
-    for start in range(0, len(vectors), _CHUNK):
-        scores = vectors[chosen] @ vectors[start:start + _CHUNK].T
-        inside = (chosen >= start) & (chosen < start + _CHUNK)
-        scores[np.flatnonzero(inside), chosen[inside] - start] = -np.inf
-        best = np.maximum(best, scores.max(axis=1))
+    best = nearest(vectors, chosen, 1)[0][:, 0]
     return float(np.median(np.sqrt(np.maximum(0.0, 2.0 - 2.0 * best))))
 
 
@@ -62,16 +59,6 @@ def profile(vectors: np.ndarray, family: np.ndarray, rng: np.random.Generator,
     """The neighbourhoods of `queries` random rows of `vectors`; `family[i]` names row i's real parent (a real row
     is its own)."""
     chosen = rng.choice(len(vectors), queries, replace=False)
-    top_scores = np.full((queries, K), -np.inf, dtype=np.float32)
-    top_rows = np.zeros((queries, K), dtype=np.int64)
-    for start in range(0, len(vectors), _CHUNK):
-        scores = vectors[chosen] @ vectors[start:start + _CHUNK].T
-        inside = (chosen >= start) & (chosen < start + _CHUNK)
-        scores[np.flatnonzero(inside), chosen[inside] - start] = -np.inf
-        top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
-        candidates = np.concatenate([top_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
-        rows = np.concatenate([top_rows, top + start], axis=1)
-        keep = np.argsort(-candidates, axis=1)[:, :K]
-        top_scores, top_rows = np.take_along_axis(candidates, keep, axis=1), np.take_along_axis(rows, keep, axis=1)
+    top_scores, top_rows = nearest(vectors, chosen, K)
     share = float(np.mean(family[top_rows] == family[chosen][:, None]))
     return Profile(float(np.median(top_scores[:, 0])), float(np.median(top_scores[:, K - 1])), share)

@@ -37,6 +37,7 @@ import faiss
 import httpx
 import numpy as np
 
+from benchmarks.neighbours import nearest
 from benchmarks.search_corpora import DIMENSIONS, Corpus, real_corpora, synthetic_corpora
 from modelstore.catalogue import load_catalogue
 from modelstore.install import ensure_installed
@@ -61,7 +62,6 @@ BUILD_THREADS = 2  # as SEARCH_FAISS_THREADS=2 (the machine's cores); searches a
 NPROBE_SWEEP = (8, 16, 32, 64, 128, 256)
 OTHER_MODES = ("keyword", "hybrid")
 SEARCH_PATH = "/get_most_similar_string_from_database/"
-_CHUNK = 100_000
 
 
 @dataclass
@@ -120,17 +120,7 @@ def commit(database_url: str, texts: list[str], vectors: np.ndarray) -> float:
 
 def exact_neighbours(vectors: np.ndarray, queries: np.ndarray) -> list[set[int]]:
     """Brute-force top-K row ids (1-based, as the database assigns them) of each query row, itself left out."""
-    best_scores = np.full((len(queries), K), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(queries), K), dtype=np.int64)
-    for start in range(0, len(vectors), _CHUNK):
-        scores = vectors[queries] @ vectors[start:start + _CHUNK].T
-        inside = (queries >= start) & (queries < start + _CHUNK)
-        scores[np.flatnonzero(inside), queries[inside] - start] = -np.inf
-        top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
-        candidates = np.concatenate([best_scores, np.take_along_axis(scores, top, axis=1)], axis=1)
-        rows = np.concatenate([best_rows, top + start], axis=1)
-        keep = np.argpartition(-candidates, K - 1, axis=1)[:, :K]
-        best_scores, best_rows = np.take_along_axis(candidates, keep, axis=1), np.take_along_axis(rows, keep, axis=1)
+    _, best_rows = nearest(vectors, queries, K)
     return [set((row + 1).tolist()) for row in best_rows]
 
 
