@@ -30,7 +30,12 @@ def test_fusion_returns_at_most_k_results() -> None:
 
 
 def test_query_words_are_lower_cased_distinct_words_without_punctuation() -> None:
-    assert query_words('Part "XK7731B" OR part* NEAR(x)') == ["part", "xk7731b", "or", "near", "x"]
+    assert query_words('Part "XK7731B" part* NEAR(x)') == ["part", "xk7731b", "near", "x"]
+
+
+def test_query_words_leave_out_stopwords_unless_nothing_else_is_left() -> None:
+    assert query_words("Where is the XK7731B part") == ["xk7731b", "part"]
+    assert query_words("What is it") == ["what", "is", "it"]
 
 
 def test_a_query_of_punctuation_only_has_no_words() -> None:
