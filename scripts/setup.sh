@@ -35,7 +35,16 @@ fi
 # so the wheel is built once per CPU model and flag set into a cache of ours, outside the checkout, and installed
 # from there; a .venv built for another CPU is reinstalled.
 llama_requirement=$(grep -o '"llama-cpp-python==[^"]*"' pyproject.toml | tr -d '"')
-cpu_key=$( (grep -m1 '^model name' /proc/cpuinfo; grep -m1 '^flags' /proc/cpuinfo) | sha256sum | cut -c1-16)
+# On CPUs with AMX, -march=native compiles llama.cpp's AMX kernel in (even with -DGGML_AMX_INT8=OFF), and it
+# segfaults on repacked quantized weights (upstream ggml-org/llama.cpp#20824): build without AMX instructions,
+# so repacking runs the AVX-512 kernels instead. The cache key says which build it is.
+build_variant=""
+if grep -m1 '^flags' /proc/cpuinfo | grep -qw amx_tile; then
+    no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='${no_amx}' -DCMAKE_CXX_FLAGS='${no_amx}'"
+    build_variant="no-amx"
+fi
+cpu_key=$( (grep -m1 '^model name' /proc/cpuinfo; grep -m1 '^flags' /proc/cpuinfo; echo "$build_variant") | sha256sum | cut -c1-16)
 wheel_dir="${LES_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-embeddings-service/wheels}/${llama_requirement}-cpu-${cpu_key}"
 if ! compgen -G "$wheel_dir/llama_cpp_python-*.whl" >/dev/null; then
     echo "building ${llama_requirement} for this CPU (${cpu_key}; about 7 minutes on 2 cores, once per CPU)"

@@ -118,6 +118,7 @@ deletions = Table(
     Column("model_name", String, nullable=False),
     Column("text_hash", String(64), nullable=False),
     Column("deleted_at", DateTime),
+    Index("ix_deletions_row_id", "row_id"),
 )
 
 # Keyword search (gateway/search/keyword.py). SQLite: an FTS5 index over `embeddings.text` (external content:

@@ -46,7 +46,7 @@ class _FakeDocuments:
     """Embeds any upload as one sentence with a constant vector, reporting progress as DocumentService does."""
 
     async def embed(self, upload: Upload, model: str, client_ip: str | None,
-                    progress: ProgressCallback | None = None) -> EmbeddedDocument:
+                    progress: ProgressCallback | None = None, collection: str | None = None) -> EmbeddedDocument:
         if progress is not None:
             progress(0, 1)
             progress(1, 1)

@@ -68,3 +68,13 @@ def test_an_unknown_target_is_refused_without_touching_the_store(store: Embeddin
     assert delete_stored(store, Delete(1, "everything", "")).error
     assert store.run_in_transaction(lambda c: c.execute(select(func.count()).select_from(embeddings)).scalar()) == 1
     assert store.run_in_transaction(lambda c: c.execute(select(func.count()).select_from(deletions)).scalar()) == 0
+
+
+def test_a_row_written_after_the_newest_was_deleted_gets_a_new_id_not_the_deleted_ones(store: EmbeddingStore) -> None:
+    """SQLite would hand the deleted id out again; the index and the deletions log need ids that only grow."""
+    store.insert_embeddings([row("old"), row("newest")])
+    [deleted] = delete_stored(store, Delete(1, "string", text_hash("newest"))).rows
+    store.insert_embeddings([row("after")])
+    new_id = store.run_in_transaction(lambda c: c.execute(
+        select(embeddings.c.id).where(embeddings.c.text_hash == text_hash("after"))).scalar_one())
+    assert new_id > deleted.row_id

@@ -26,6 +26,7 @@ from workers.writer.store import (
     column_time,
     embedding_values,
     insert_memberships,
+    with_new_ids,
 )
 
 
@@ -55,7 +56,7 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
     if message.rows:
         statement = insert_ignoring_duplicates(connection, embeddings, ["text_hash", "model_name"])
         values = [{**embedding_values(row), "document_id": document_id} for row in message.rows]
-        inserted = connection.execute(statement, values).rowcount or 0
+        inserted = connection.execute(statement, with_new_ids(connection, values)).rowcount or 0
     for chunk in parameter_chunks(message.text_hashes):
         connection.execute(update(embeddings).where(
             embeddings.c.model_name == model, embeddings.c.document_id.is_(None),

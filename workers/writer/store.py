@@ -9,11 +9,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Callable, TypeVar
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from shared.protocol import EmbeddingRow
-from shared.schema import COLLECTION, create_schema, database_engine, embeddings, insert_ignoring_duplicates, memberships
+from shared.schema import (
+    COLLECTION,
+    create_schema,
+    database_engine,
+    deletions,
+    embeddings,
+    insert_ignoring_duplicates,
+    memberships,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +74,22 @@ def embedding_values(row: EmbeddingRow) -> dict[str, Any]:
     }
 
 
+def with_new_ids(connection: Connection, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`values` with row ids above every id ever used, on SQLite.
+
+    SQLite gives a new row the largest id in the table plus one, so after the newest rows are deleted their ids
+    come back; but ids must only grow: the indexer holds "every row up to id N" and the deletions log names
+    rows by id, so a reused id would be skipped by the index, or removed from it as the deleted row. PostgreSQL's
+    sequence never hands an id out twice. (The writer is the only writer: nothing races for the next id.)
+    """
+    if connection.dialect.name != "sqlite" or not values:
+        return values
+    largest = select(func.max(func.coalesce(select(func.max(embeddings.c.id)).scalar_subquery(), 0),
+                              func.coalesce(select(func.max(deletions.c.row_id)).scalar_subquery(), 0)))
+    start = int(connection.execute(largest).scalar() or 0) + 1
+    return [{**value, "id": start + offset} for offset, value in enumerate(values)]
+
+
 def insert_memberships(connection: Connection, values: list[dict[str, str]]) -> None:
     """Record memberships (kind, name, model_name, text_hash); those already recorded are left as they are."""
     if values:
@@ -95,7 +120,7 @@ class EmbeddingStore:
 
         def write() -> int:
             with self._engine.begin() as connection:
-                inserted = connection.execute(statement, values).rowcount or 0
+                inserted = connection.execute(statement, with_new_ids(connection, values)).rowcount or 0
                 insert_memberships(connection, collection_memberships(rows))
                 return inserted
 
