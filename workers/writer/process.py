@@ -55,6 +55,10 @@ class _Pending:
     overdue: bool = False  # a gateway re-sent a batch held here: its ACK is late, so commit without waiting
     _held: set[tuple[bytes, int]] = field(default_factory=set)
 
+    def clear(self) -> None:
+        """Forget every batch: they are committed and acknowledged."""
+        self.batches, self.rows, self.since, self.overdue, self._held = [], 0, 0.0, False, set()
+
     def add(self, identity: bytes, message: Write | DocumentWrite) -> None:
         if (identity, message.batch_id) in self._held:
             self.overdue = True  # held once is enough; the re-send says the gateway is waiting
@@ -115,17 +119,8 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                     elif isinstance(message, Ping):  # the gateway's readiness check
                         socket.send_multipart([identity, *encode(Pong())])
                     elif isinstance(message, Delete):
-                        # What arrived before the delete is committed first, so a text sent and then deleted
-                        # is deleted, not stored again after.
-                        if pending.batches:
-                            try:
-                                committed += _flush(store, socket, pending, indexer)
-                                pending = _Pending()
-                            except DBAPIError as exc:
-                                if not _database_down(exc):
-                                    raise
-                        reply = (_delete(store, message, indexer) if not pending.batches else
-                                 Deleted(request_id=message.request_id, found=False, error=_DOWN))
+                        flushed, reply = _delete_after_pending(store, socket, pending, indexer, message)
+                        committed += flushed
                         socket.send_multipart([identity, *encode(reply)])
             due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
                                        or time.monotonic() - pending.since >= flush_interval)
@@ -163,6 +158,22 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
             authenticator.stop()
         context.term()
         store.close()
+
+
+def _delete_after_pending(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer,
+                          message: Delete) -> tuple[int, Deleted]:
+    """Commit what arrived before the delete, so that a text sent and then deleted is deleted rather than stored
+    again after, then delete; the new rows committed and the answer."""
+    flushed = 0
+    if pending.batches:
+        try:
+            flushed = _flush(store, socket, pending, indexer)
+        except DBAPIError as exc:
+            if not _database_down(exc):
+                raise
+            return 0, Deleted(request_id=message.request_id, found=False, error=_DOWN)
+        pending.clear()
+    return flushed, _delete(store, message, indexer)
 
 
 def _delete(store: EmbeddingStore, message: Delete, indexer: Indexer) -> Deleted:
