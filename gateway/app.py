@@ -30,7 +30,7 @@ from gateway.model_roster import ModelRoster
 from gateway.on_demand import OnDemandLoader
 from gateway.openapi import ASSETS_PATH, Endpoint, build_document, docs_endpoints
 from gateway.request_metrics import RequestMetrics
-from gateway.routes import admin, console, deletion, document_jobs, documents, embeddings, health, openai, similarity
+from gateway.routes import admin, console, deletion, document_jobs, documents, embeddings, health, openai, similarity, tokenize
 from gateway.routes import metrics as metrics_route
 from gateway.routes import ramdisk as ramdisk_route
 from gateway.search.indexes import SearchIndexes
@@ -49,7 +49,7 @@ VERSION = "0.1.0"
 def all_endpoints() -> list[Endpoint]:
     """Every documented endpoint of the service, in the order the OpenAPI document lists them."""
     return [*embeddings.ENDPOINTS, *documents.ENDPOINTS, *document_jobs.ENDPOINTS, *openai.ENDPOINTS,
-            *health.ENDPOINTS, *metrics_route.ENDPOINTS, *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS,
+            *tokenize.ENDPOINTS, *health.ENDPOINTS, *metrics_route.ENDPOINTS, *ramdisk_route.ENDPOINTS, *similarity.ENDPOINTS,
             *deletion.ENDPOINTS, *admin.ENDPOINTS]
 
 

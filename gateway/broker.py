@@ -38,6 +38,8 @@ from shared.protocol import (
     RegisteredWorker,
     Reregister,
     Result,
+    Tokenize,
+    Tokens,
     decode,
     encode,
 )
@@ -49,16 +51,24 @@ MAX_ATTEMPTS = 2  # the first try and one retry on another worker
 
 @dataclass
 class Job:
-    """One request for vectors: queued for its model, or in flight on `worker`; its outcome is set on `future`."""
+    """One request for vectors (or token ids): queued for its model, or in flight on `worker`; its outcome is set
+    on `future`."""
 
     request_id: int
     model: str
     texts: list[str]
-    future: asyncio.Future[Result]
+    future: asyncio.Future[Result | Tokens]
     queued_at: float
     attempts: int = 0
     worker: bytes | None = None
     token_ids: list[list[int]] = field(default_factory=list)  # instead of texts (see Embed)
+    add_special_tokens: bool | None = None  # set: a TOKENIZE of `texts` (POST /tokenize) instead of an EMBED
+
+    def message(self) -> Embed | Tokenize:
+        """What the worker is sent for this job."""
+        if self.add_special_tokens is not None:
+            return Tokenize(request_id=self.request_id, texts=self.texts, add_special_tokens=self.add_special_tokens)
+        return Embed(request_id=self.request_id, texts=self.texts, token_ids=self.token_ids)
 
 
 @dataclass
@@ -164,6 +174,21 @@ class Broker:
 
     async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Result:
         """Vectors for `texts` (or `token_ids`) from a worker of `model`; raises a GatewayError subclass on failure."""
+        answer = await self._submit(model, texts, token_ids or [], None)
+        assert isinstance(answer, Result)  # the worker answers an EMBED with RESULT (a TOKENS would be a bug there)
+        return answer
+
+    async def tokenize(self, model: str, texts: list[str], add_special_tokens: bool) -> Tokens:
+        """Each text's token ids in the tokenizer of `model`, from one of its workers (the tokenizer lives there).
+
+        Queued, credited, retried and timed out as an embed is: a worker answers it between two llama.cpp calls.
+        """
+        answer = await self._submit(model, texts, [], add_special_tokens)
+        assert isinstance(answer, Tokens)  # the worker answers a TOKENIZE with TOKENS
+        return answer
+
+    async def _submit(self, model: str, texts: list[str], token_ids: list[list[int]],
+                      add_special_tokens: bool | None) -> Result | Tokens:
         queue = self._queues.setdefault(model, deque())
         if not self.live_workers(model):
             health = self._health(model)
@@ -182,10 +207,12 @@ class Broker:
         if len(queue) >= self._settings.max_queue_per_model:
             raise Overloaded(f"the queue of model {model!r} is full ({len(queue)} requests); retry shortly")
         loop = asyncio.get_running_loop()
-        job = Job(next(self._ids), model, texts, loop.create_future(), time.monotonic(), token_ids=token_ids or [])
-        counters = self._counters(model)
-        counters.requests += 1
-        counters.texts += len(texts) + len(job.token_ids)
+        job = Job(next(self._ids), model, texts, loop.create_future(), time.monotonic(), token_ids=token_ids,
+                  add_special_tokens=add_special_tokens)
+        if add_special_tokens is None:  # the counters are of embedding (a tokenize embeds nothing)
+            counters = self._counters(model)
+            counters.requests += 1
+            counters.texts += len(texts) + len(job.token_ids)
         queue.append(job)
         self._dispatch(model)
         timeout = self._settings.request_timeout_seconds
@@ -220,7 +247,7 @@ class Broker:
             job.worker = worker.identity
             job.attempts += 1
             worker.in_flight[job.request_id] = job
-            if not self._send(worker.identity, Embed(request_id=job.request_id, texts=job.texts, token_ids=job.token_ids)):
+            if not self._send(worker.identity, job.message()):
                 return  # _send declared the worker lost and requeued the job
 
     def _send(self, identity: bytes, message: Message) -> bool:
@@ -267,10 +294,10 @@ class Broker:
             counters = self._counters(worker.ready.model)
             counters.tokens += sum(message.token_counts)
             counters.batch_sizes.update(message.batch_sizes)
-        if isinstance(message, Result) or isinstance(message, Failure):
+        if isinstance(message, (Result, Tokens, Failure)):
             job = worker.in_flight.pop(message.request_id, None)
             if job is not None and not job.future.done():
-                if isinstance(message, Result):
+                if isinstance(message, (Result, Tokens)):
                     job.future.set_result(message)
                 else:
                     job.future.set_exception(WorkerFailed(message.reason))

@@ -14,6 +14,11 @@ from shared.protocol import Ready
 
 # Text hashes are bare hex digests, so no text can take a key with this prefix.
 KEY_PREFIX = "token-ids:"
+# The client that sends foreign ids in practice, and its fix: both error messages name them.
+LANGCHAIN_HINT = "LangChain's OpenAIEmbeddings sends tiktoken ids unless check_embedding_ctx_length=False"
+REFUSED = ("input holds token ids, and this service does not take them (ACCEPT_TOKEN_IDS=false): ids from another "
+           "tokenizer would embed as some other text without any error. Send the texts instead; " + LANGCHAIN_HINT +
+           ". POST /tokenize gives a text's ids in the model's own tokenizer, to count or truncate before sending.")
 
 
 def token_ids_key(ids: list[int]) -> str:
@@ -38,5 +43,6 @@ def check_token_ids(model: str, token_lists: list[list[int]], limits: Ready | No
                              f"({limits.max_tokens} tokens less the {limits.special_tokens} special tokens it adds)")
         if ids and (min(ids) < 0 or max(ids) >= limits.vocab_size):
             bad = next(i for i in ids if not 0 <= i < limits.vocab_size)
-            raise BadRequest(f"input[{position}] has token id {bad}, outside the vocabulary of model {model!r} "
-                             f"(0 to {limits.vocab_size - 1})")
+            raise BadRequest(f"input[{position}] holds token id {bad}, outside the vocabulary of {model!r} "
+                             f"(0-{limits.vocab_size - 1}); token ids must come from this model's tokenizer "
+                             f"(POST /tokenize gives them). {LANGCHAIN_HINT}")

@@ -32,7 +32,7 @@ class Kind(IntEnum):
     """The type byte in front of every message's frames, one value per message class."""
 
     # Numbers are part of the wire format. Ranges: 1-19 backbone, 20-29 documents, 30-39 kept for
-    # search, 40-49 metrics and health.
+    # search, 40-49 metrics and health, 50-59 tokenizer.
     READY = 1
     HEARTBEAT = 2
     EMBED = 3
@@ -52,6 +52,8 @@ class Kind(IntEnum):
     DELETED = 31
     PING = 40
     PONG = 41
+    TOKENIZE = 50
+    TOKENS = 51
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,28 @@ class Deleted:
 
 
 @dataclass(frozen=True)
+class Tokenize:
+    """Gateway → worker: these texts' token ids in the model's own tokenizer, untruncated (POST /tokenize).
+
+    Credited, retried and cancelled like an EMBED; answered by TOKENS, or FAILURE.
+    """
+
+    KIND: ClassVar[Kind] = Kind.TOKENIZE
+    request_id: int
+    texts: list[str]
+    add_special_tokens: bool = True  # the tokens the model adds when it embeds ([CLS], [SEP] for BERT)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Worker → gateway: one token-id list per text of a TOKENIZE, in order."""
+
+    KIND: ClassVar[Kind] = Kind.TOKENS
+    request_id: int
+    token_ids: list[list[int]]
+
+
+@dataclass(frozen=True)
 class Ping:
     """Gateway → writer, every heartbeat interval: are you alive? (readiness)"""
 
@@ -387,7 +411,7 @@ class Pong:
 
 Message = Union[
     Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
-    ControlReply, Ping, Pong, DocumentWrite, Delete, Deleted,
+    ControlReply, Ping, Pong, DocumentWrite, Delete, Deleted, Tokenize, Tokens,
 ]
 _BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
 # Field names per message type, read once: dataclasses.asdict deep-copies every list (a request's texts, a

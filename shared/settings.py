@@ -66,6 +66,7 @@ class Settings:
     stop_timeout_seconds: float
     max_text_chars: int
     max_batch_texts: int
+    accept_token_ids: bool  # /v1/embeddings takes token-id inputs (gateway/token_ids.py)
     # security and limits
     use_security_token: bool
     security_token: str
@@ -223,6 +224,7 @@ class _Sources(BaseSettings):
     stop_timeout_seconds: float = 15.0
     max_text_chars: int = 100_000
     max_batch_texts: int = 2048
+    accept_token_ids: Flag = False
     use_security_token: Flag = False
     security_token: str = ""
     max_request_body_mb: float = 16.0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from shared.protocol import Cancel, Embed, Failure, Result, decode
+from shared.protocol import Cancel, Embed, Failure, Result, Tokenize, Tokens, decode
 from workers.embedder.compute import ComputeLoop, Finished, Inbox, Work
 
 _PIPES = itertools.count()
@@ -28,6 +28,11 @@ class FakeEngine:
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text] or [0]
+
+    def token_ids(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if text == "untokenisable":
+            raise ValueError("bad bytes")
+        return [ord(c) for c in text] + ([0] if add_special_tokens else [])
 
     def embed(self, sequences: list[list[int]]) -> np.ndarray:
         if any(seq == [ord(c) for c in "boom"] for seq in sequences):
@@ -136,3 +141,41 @@ def test_a_cancelled_request_gets_no_answer_and_its_queued_texts_are_not_compute
         assert set(_answers(pipes, 2)) == {1, 3}
         assert not pipes.answers.poll(200)
         assert engine.calls == [["a"], ["z"]]
+
+
+def _answer_order(pipes: Pipes, count: int) -> list[int]:
+    order: list[int] = []
+    for _ in range(count):
+        assert pipes.answers.poll(5000), f"no answer after {order}"
+        _, *frames = pipes.answers.recv_multipart()
+        order.append(decode(frames).request_id)  # type: ignore[union-attr]  # only answers with a request id come back
+    return order
+
+
+def test_a_tokenize_waits_for_the_call_in_progress_but_not_for_queued_texts() -> None:
+    engine = GatedEngine()
+    with compute_thread(engine, 1) as pipes:  # one text per call: request 2 needs a call of its own
+        pipes.inbox.put(Work(0, Embed(request_id=1, texts=["a"])))
+        assert engine.in_first_call.wait(5)
+        pipes.inbox.put(Work(0, Embed(request_id=2, texts=["b"])))
+        pipes.inbox.put(Work(0, Tokenize(request_id=3, texts=["hi"])))
+        time.sleep(0.05)
+        engine.release.set()
+        assert _answer_order(pipes, 3) == [1, 3, 2]
+        assert engine.calls == [["a"], ["b"]]  # tokenizing made no llama.cpp call
+
+
+def test_a_tokenize_answers_each_texts_ids_in_order() -> None:
+    with compute_thread(FakeEngine(), 64) as pipes:
+        pipes.inbox.put(Work(0, Tokenize(request_id=4, texts=["ab", ""], add_special_tokens=False)))
+        [answer] = _answers(pipes, 1).values()
+        assert answer == Tokens(request_id=4, token_ids=[[97, 98], []])
+
+
+def test_an_untokenisable_text_fails_its_tokenize_and_the_worker_goes_on() -> None:
+    with compute_thread(FakeEngine(), 64) as pipes:
+        pipes.inbox.put(Work(0, Tokenize(request_id=5, texts=["fine", "untokenisable"])))
+        pipes.inbox.put(Work(0, Tokenize(request_id=6, texts=["next"])))
+        answers = _answers(pipes, 2)
+        assert isinstance(answers[5], Failure) and "bad bytes" in answers[5].reason
+        assert isinstance(answers[6], Tokens)

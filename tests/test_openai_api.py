@@ -13,12 +13,21 @@ import pytest
 from openai import OpenAI
 from tokenizers import Tokenizer
 
-from tests.conftest import MINILM, ReferenceEngine
-from tests.harness import Service
+from tests.conftest import MINILM, ReferenceEngine, Store
+from tests.harness import Service, running
 
 pytestmark = pytest.mark.slow
 
 MAX_TOKEN_IDS = 254  # MiniLM's max_tokens (256) less the [CLS] and [SEP] the model adds
+
+
+@pytest.fixture(scope="module")
+def minilm_module(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, database: Store) -> Iterator[Service]:
+    """The default model with token-id inputs accepted (ACCEPT_TOKEN_IDS=true, off by default), which these tests
+    exercise as well as texts."""
+    with running(tmp_path_factory.mktemp("service"), models_dir, MODELS_TO_SERVE=MINILM, ACCEPT_TOKEN_IDS="true",
+                 **database.env()) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +194,12 @@ def test_an_empty_input_list_is_rejected(client: OpenAI) -> None:
 
 def test_a_token_id_outside_the_vocabulary_is_rejected_naming_it(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        client.embeddings.create(input=[[101, 30522]], model=MINILM)
-    assert raised.value.param == "input" and "30522" in raised.value.message
+        client.embeddings.create(input=[[101, 2088], [101, 30522]], model=MINILM)
+    assert raised.value.param == "input"
+    assert raised.value.body["message"].startswith(  # type: ignore[index]  # the error object of OpenAI's body
+        f"input[1] holds token id 30522, outside the vocabulary of '{MINILM}' (0-30521); token ids must come from "
+        "this model's tokenizer")
+    assert "check_embedding_ctx_length=False" in raised.value.message  # the fix for the client that sends them
 
 
 def test_more_token_ids_than_the_model_takes_are_rejected(client: OpenAI) -> None:

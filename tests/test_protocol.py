@@ -38,6 +38,8 @@ from shared.protocol import (
     SearchState,
     Status,
     StoredDocument,
+    Tokenize,
+    Tokens,
     Write,
     decode,
     encode,
@@ -71,6 +73,8 @@ MESSAGES = [
     Pong(),
     Delete(request_id=8, target="collection", name="pets"),
     Deleted(request_id=8, found=True, rows=[DeletedRow(12, "m", "h")]),
+    Tokenize(request_id=9, texts=["Hello world", ""], add_special_tokens=False),
+    Tokens(request_id=9, token_ids=[[7592, 2088], []]),
 ]
 
 

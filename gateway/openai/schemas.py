@@ -88,3 +88,32 @@ class OpenAIErrorResponse(BaseModel):
     """The body of every error answer of the OpenAI-compatible routes."""
 
     error: OpenAIErrorDetail
+
+
+class TokenizeRequest(BaseModel):
+    """The body of POST /tokenize (as llama-server's and TEI's): texts to split into the model's own token ids."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(..., description="A model id from GET /v1/models.", examples=["all-minilm-l6-v2"])
+    input: Union[StrictStr, list[StrictStr]] = Field(..., description="A text or a list of texts.",
+                                                     examples=["Hello world"])
+    add_special_tokens: bool = Field(True, description=(
+        "With the special tokens the model adds when it embeds ([CLS] and [SEP] for BERT, BOS for Llama). "
+        "Token-id inputs of /v1/embeddings take the ids without them."))
+
+
+class TokenizedText(BaseModel):
+    """One text's tokens as POST /tokenize answers them, at that text's `index`."""
+
+    index: int
+    tokens: list[int] = Field(..., description="The token ids, untruncated.")
+    count: int = Field(..., description="How many: more than max_tokens means /v1/embeddings truncates the text.")
+
+
+class TokenizeResponse(BaseModel):
+    """The answer of POST /tokenize: each text's token ids in the model's tokenizer, and how many the model takes."""
+
+    object: Literal["list"] = "list"
+    data: list[TokenizedText]
+    model: str
+    max_tokens: int = Field(..., description="The most tokens the model embeds of one text, special tokens included.")

@@ -12,12 +12,12 @@ import base64
 from typing import Any
 
 import numpy as np
-from pydantic import RootModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import BadRequest
 from gateway.openai.errors import OpenAIError, invalid_request, model_not_found, openai_errors, translate
+from gateway.openai.parsing import parse_body
 from gateway.openai.schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
@@ -26,23 +26,22 @@ from gateway.openai.schemas import (
 )
 from gateway.openapi import Endpoint
 from gateway.state import Services, services
-from gateway.validation import client_ip, parse_json_body
+from gateway.token_ids import REFUSED as TOKEN_IDS_REFUSED
+from gateway.validation import client_ip
 
 OWNER = "llama-embeddings-service"
 INPUT_FORMS = "a string, a list of strings, a list of token ids or a list of token-id lists"
-
-
-class _JsonObject(RootModel[dict[str, Any]]):
-    """Any JSON object: the body is checked field by field below, to name the offending `param`."""
 
 
 @openai_errors
 async def create_embeddings(request: Request) -> Response:
     """POST /v1/embeddings: vectors of texts or token ids in OpenAI's form, optionally shortened or in base64."""
     state = services(request)
-    body = await _parse(request)
+    body = await parse_body(request, OpenAIEmbeddingRequest, INPUT_FORMS)
     model = _served_model(state, body.model)
     texts, token_lists = _split_input(body.input, state.settings.max_batch_texts)
+    if token_lists and not state.settings.accept_token_ids:
+        raise invalid_request(TOKEN_IDS_REFUSED, "input", "token_ids_not_accepted")
     if token_lists and body.collection:
         raise invalid_request("collection applies to text inputs only: token ids are not stored", "collection")
     _check_dimensions(body.dimensions, _known_dimensions(state, model), model)
@@ -75,19 +74,6 @@ async def list_models(request: Request) -> Response:
     models = services(request).embeddings.models.served()
     return JSONResponse({"object": "list",
                          "data": [{"id": name, "object": "model", "created": 0, "owned_by": OWNER} for name in models]})
-
-
-async def _parse(request: Request) -> OpenAIEmbeddingRequest:
-    raw = await parse_json_body(request, _JsonObject)
-    try:
-        return OpenAIEmbeddingRequest.model_validate(raw.root)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        param = str(error["loc"][0]) if error["loc"] else None
-        if param == "input":  # pydantic lists one complaint per alternative of the union; say it once
-            raise invalid_request(f"input must be {INPUT_FORMS}", param) from None
-        location = ".".join(str(part) for part in error["loc"]) or "body"
-        raise invalid_request(f"{location}: {error['msg']}", param) from None
 
 
 def _served_model(state: Services, model: str) -> str:

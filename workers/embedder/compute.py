@@ -5,7 +5,8 @@ learn its request id, so it is decoded once). Between two llama.cpp calls the th
 has arrived, so new requests ride in the next call (continuous batching, see batcher.py), and each request
 gets its RESULT as soon as its last text is done. Answers go back over an inproc PAIR (the I/O thread waits
 on ZeroMQ sockets, and sockets never cross threads), encoded once for the wire, behind a small `Finished`
-frame that tells the I/O thread what it counts, so it forwards the message without decoding it.
+frame that tells the I/O thread what it counts, so it forwards the message without decoding it. A TOKENIZE
+(POST /tokenize) is answered as soon as it is taken in, with no llama.cpp call.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from shared.protocol import Cancel, Embed, Failure, Result, encode
+from shared.protocol import Cancel, Embed, Failure, Result, Tokenize, Tokens, encode
 from workers.embedder.batcher import Item, TextQueue
 from workers.embedder.engine import Engine
 
@@ -29,11 +30,11 @@ _FINISHED = struct.Struct("<qqqq")  # gateway, request id, texts, tokens
 
 @dataclass(frozen=True)
 class Work:
-    """An EMBED or CANCEL as the I/O thread hands it over, with the gateway link it came on (its answer goes back
-    there; request ids are unique per gateway only)."""
+    """An EMBED, TOKENIZE or CANCEL as the I/O thread hands it over, with the gateway link it came on (its answer
+    goes back there; request ids are unique per gateway only)."""
 
     gateway: int
-    message: Embed | Cancel
+    message: Embed | Tokenize | Cancel
 
 
 Inbox = queue.SimpleQueue[Work | None]  # None: stop
@@ -109,6 +110,8 @@ class ComputeLoop:
             return False
         if isinstance(work.message, Cancel):
             self._jobs.pop((work.gateway, work.message.request_id), None)  # next_group drops its queued texts
+        elif isinstance(work.message, Tokenize):
+            self._tokenize(work.gateway, work.message)
         else:
             self._admit(work.gateway, work.message)
         return True
@@ -130,6 +133,16 @@ class ComputeLoop:
             return
         self._jobs[key] = job
         self._queue.extend(Item(key, i, tokens) for i, tokens in enumerate(token_lists))
+
+    def _tokenize(self, gateway: int, message: Tokenize) -> None:
+        # Answered at once, between two llama.cpp calls: it costs what admitting an EMBED of the same texts
+        # costs (tokenizing is all _admit does too), and the engine is this thread's alone.
+        try:
+            ids = [self._engine.token_ids(text, message.add_special_tokens) for text in message.texts]
+        except Exception as exc:  # an untokenisable text must not kill the worker
+            self._send(gateway, Failure(request_id=message.request_id, reason=f"tokenizer: {exc}"))
+            return
+        self._send(gateway, Tokens(request_id=message.request_id, token_ids=ids))
 
     def _compute(self, group: list[Item]) -> None:
         if not group:
@@ -159,7 +172,7 @@ class ComputeLoop:
                                   batch_sizes=self._batch_sizes))
         self._batch_sizes = []
 
-    def _send(self, gateway: int, message: Result | Failure) -> None:
+    def _send(self, gateway: int, message: Result | Failure | Tokens) -> None:
         if isinstance(message, Result):
             finished = Finished(gateway, message.request_id, len(message.token_counts), sum(message.token_counts))
         else:

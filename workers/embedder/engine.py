@@ -1,4 +1,4 @@
-"""llama-cpp-python behind three calls: tokenize, embed a group of token lists, describe the model.
+"""llama-cpp-python behind a few calls: tokenize, embed a group of token lists, describe the model.
 
 We drive llama.cpp's batch API ourselves rather than `Llama.embed` because that re-tokenises inside the
 inference loop, cuts groups by its own batch size, and returns Python float lists; here tokenising happens
@@ -100,6 +100,11 @@ class Engine:
         if len(tokens) > self.max_tokens:
             tokens = tokens[: self.max_tokens - 1] + [tokens[-1]] if self._adds_eos else tokens[: self.max_tokens]
         return tokens
+
+    def token_ids(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """The text's tokens as the model's tokenizer gives them, untruncated (POST /tokenize): with the special
+        tokens the model adds when it embeds ([CLS], [SEP] for BERT) or without, as token-id inputs take them."""
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=False))
 
     def frame_token_ids(self, ids: list[int]) -> list[int]:
         """A client's token ids (a text's tokens without special tokens) framed as tokenize() frames a text.

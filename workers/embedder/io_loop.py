@@ -29,6 +29,7 @@ from shared.protocol import (
     Ready,
     Reregister,
     Status,
+    Tokenize,
     decode,
     encode,
     kind_of,
@@ -113,10 +114,10 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
                     frames = dealer.recv_multipart()
                     link.seen = time.monotonic()
                     link.registered = True
-                    if kind_of(frames) not in (Kind.EMBED, Kind.CANCEL, Kind.REREGISTER):
+                    if kind_of(frames) not in (Kind.EMBED, Kind.TOKENIZE, Kind.CANCEL, Kind.REREGISTER):
                         continue  # a heartbeat: being heard was all it had to say
                     message = _work(frames)
-                    if isinstance(message, Embed):
+                    if isinstance(message, (Embed, Tokenize)):
                         in_flight.add((link.index, message.request_id))
                         inbox.put(Work(link.index, message))
                     elif isinstance(message, Cancel):
@@ -174,8 +175,8 @@ def _connect(context: zmq.Context, settings: Settings, address: str, identity: W
     return dealer
 
 
-def _work(frames: list[bytes]) -> Embed | Cancel | Reregister:
+def _work(frames: list[bytes]) -> Embed | Tokenize | Cancel | Reregister:
     message = decode(frames)
-    if not isinstance(message, (Embed, Cancel, Reregister)):
-        raise ProtocolError(f"expected EMBED, CANCEL or REREGISTER, got {type(message).__name__}")
+    if not isinstance(message, (Embed, Tokenize, Cancel, Reregister)):
+        raise ProtocolError(f"expected EMBED, TOKENIZE, CANCEL or REREGISTER, got {type(message).__name__}")
     return message
