@@ -36,6 +36,7 @@ from gateway.routes import ramdisk as ramdisk_route
 from gateway.search.indexes import SearchIndexes
 from gateway.search.searcher import Searcher
 from gateway.state import Services
+from gateway.stored_hashes import StoredHashes
 from gateway.supervisor_view import SupervisorView
 from gateway.writer_link import WriterLink
 from shared.protocol import Status
@@ -73,10 +74,11 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
         database = ReadOnlyDatabase(settings.database_url)
         roster = ModelRoster(served_models, broker.has_live_worker)
         supervisor.listeners.append(roster.update)
+        stored_hashes = StoredHashes(database.hashes_after, settings.search_index_poll_ms / 1000)
         service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
-                                   roster, settings.max_text_chars)
+                                   roster, settings.max_text_chars, stored_hashes)
         search = SearchIndexes(settings, served_models, database)
-        service.computed_listeners.append(search.rows_computed)
+        service.computed_listeners += [search.rows_computed, stored_hashes.rows_computed]
         deletions = DeletionFeed(database, settings.search_index_poll_ms / 1000)
         deletions.listeners += [service.forget, search.rows_deleted]
         documents = DocumentService(settings, service, database, writer, broker)
@@ -93,6 +95,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
         await writer.start()
         await search.start()
         await deletions.start()
+        await stored_hashes.start()
         await supervisor.start()
         await app.state.services.jobs.start()  # last: a resumed job needs the broker and the writer
         status_task = asyncio.create_task(_report_status(settings, app.state.services, metrics))
@@ -109,6 +112,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
             await writer.stop()
             await search.stop()
             await deletions.stop()
+            await stored_hashes.stop()
             database.close()  # last: search's poll and the handlers above read through it
             context.term()
 

@@ -145,6 +145,13 @@ class ReadOnlyDatabase:
             return [StoredRow(row_id, text, text_hash, np.frombuffer(blob, dtype=np.float32))
                     for row_id, text, text_hash, blob in connection.execute(query)]
 
+    async def hashes_after(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+        """(id, model, text hash) of up to `limit` rows of every model with an id above `after_id`, in id order."""
+        query = (select(embeddings.c.id, embeddings.c.model_name, embeddings.c.text_hash)
+                 .where(embeddings.c.id > after_id).order_by(embeddings.c.id).limit(limit))
+        with self._answering():
+            return [(row_id, model, text_hash) for row_id, model, text_hash in await asyncio.to_thread(self._all, query)]
+
     def members(self, model: str, scope: Scope) -> Members:
         """The committed rows of `model` in `scope`. Blocking."""
         query = select(embeddings.c.id, embeddings.c.text_hash).where(embeddings.c.model_name == model,

@@ -18,6 +18,7 @@ from gateway.cache import CachedVector, CacheKey, MemoryCache
 from gateway.database import ReadOnlyDatabase
 from gateway.errors import BadRequest, Unavailable
 from gateway.model_roster import ModelRoster
+from gateway.stored_hashes import StoredHashes
 from gateway.token_ids import check_token_ids, token_ids_key
 from gateway.writer_link import WriterLink
 from shared.protocol import DeletedRow, EmbeddingRow
@@ -49,16 +50,18 @@ class ServiceCounters:
     cache_misses: int = 0
     deduplicated: int = 0
     store_unavailable: int = 0  # lookups the database did not answer (the texts were computed instead)
+    store_lookups_skipped: int = 0  # misses of the memory cache whose hash the store cannot hold (never looked up)
 
 
 class EmbeddingService:
     """The one way texts (and token-id lists) become vectors in the gateway; every route that embeds calls it."""
 
     def __init__(self, broker: Broker, cache: MemoryCache, database: ReadOnlyDatabase, writer: WriterLink,
-                 models: ModelRoster, max_text_chars: int) -> None:
+                 models: ModelRoster, max_text_chars: int, stored_hashes: StoredHashes) -> None:
         self._broker = broker
         self._cache = cache
         self._database = database
+        self._stored_hashes = stored_hashes
         self._writer = writer
         self.models = models
         self._max_text_chars = max_text_chars
@@ -91,7 +94,10 @@ class EmbeddingService:
         missing = list(dict.fromkeys(key for key in keys if key not in results))
         if missing:
             try:
-                stored = await self._database.vectors(model, [key[1] for key in missing])
+                # A hash the store cannot hold (gateway/stored_hashes.py) is not looked up: almost every miss.
+                hashes = self._stored_hashes.maybe_stored(model, [key[1] for key in missing])
+                self.counters.store_lookups_skipped += len(missing) - len(hashes)
+                stored = await self._database.vectors(model, hashes) if hashes else {}
             except Unavailable:
                 # The database is down (restarting, say): computing is still right, only perhaps repeated, and
                 # the writer holds the rows until it is back; stored strings and search answer 503 meanwhile.

@@ -95,6 +95,9 @@ class ServiceCollector(Collector):
                                   counters.deduplicated)
         yield CounterMetricFamily(f"{PREFIX}_store_unavailable", "Cache lookups the database did not answer (computed instead)",
                                   counters.store_unavailable)
+        yield CounterMetricFamily(f"{PREFIX}_store_lookups_skipped",
+                                  "Cache misses not looked up in the database: their hash was never stored",
+                                  counters.store_lookups_skipped)
 
     def _models(self) -> Iterable[Metric]:
         broker = self._services.broker

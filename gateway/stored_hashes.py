@@ -1,0 +1,137 @@
+"""Which text hashes the store may hold, so that a text nobody embedded before skips the database lookup.
+
+Why: under uncached load almost every lookup misses, and the miss is not free. On PostgreSQL it was the largest
+cost the server had (0.40 ms of its CPU per text, more than the writer's inserts; issue 14), taken from the
+cores the workers need. A hash this set has never seen is not in the store, so its text goes straight to a
+worker; any other hash is looked up as before.
+
+The set is fed three ways: every row of the store at start, read in pages by id (until it has caught up,
+every hash is a "maybe"); every vector this gateway computes, at once, before the writer has committed it;
+and the rows that other gateways' writes add, read by polling ids above the last one seen every
+SEARCH_INDEX_POLL_MS (the one writer commits in id order, so a row never appears behind one already read).
+So a text another gateway computed less than a poll ago may be computed here again: the same vector, stored
+once (the insert ignores a conflict). A deleted row stays in the set, which only costs its next request a
+lookup that misses.
+
+Kept as the hashes' first 64 bits (a sorted array, plus a set of the ones added since it was last rebuilt):
+8 bytes a row, and two texts whose hashes share 64 bits (odds about n² / 2^65) cost one lookup, never a
+wrong vector, since the lookup compares the whole hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from gateway.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+PAGE = 50_000
+# Hashes added since the array was built are merged into it once there are this many, or an eighth of it.
+_MERGE_AT = 16_384
+
+HashesAfter = Callable[[int, int], Awaitable[list[tuple[int, str, str]]]]  # (after id, limit) -> (id, model, hash)
+
+
+def prefix(text_hash: str) -> int:
+    """The first 64 bits of a hex SHA3-256 digest."""
+    return int(text_hash[:16], 16)
+
+
+@dataclass
+class _ModelHashes:
+    merged: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # sorted
+    recent: set[int] = field(default_factory=set)
+
+    def __contains__(self, key: int) -> bool:
+        if key in self.recent:
+            return True
+        at = int(np.searchsorted(self.merged, np.uint64(key)))
+        return at < len(self.merged) and int(self.merged[at]) == key
+
+    def add(self, key: int) -> None:
+        self.recent.add(key)
+        if len(self.recent) >= max(_MERGE_AT, len(self.merged) // 8):
+            # Amortised: the array is rebuilt after it has grown by an eighth, so each row is sorted ~9 times.
+            self.extend(np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent)))
+            self.recent = set()
+
+    def extend(self, keys: np.ndarray) -> None:
+        self.merged = np.union1d(self.merged, keys)
+
+
+class StoredHashes:
+    """`maybe_stored(model, hashes)` on the event loop; `start()` begins reading the store, `stop()` ends it."""
+
+    def __init__(self, hashes_after: HashesAfter, poll_seconds: float) -> None:
+        self._hashes_after = hashes_after
+        self._poll_seconds = poll_seconds
+        self._models: dict[str, _ModelHashes] = {}
+        self._last_id = 0
+        self.caught_up = False  # every row committed before the first full read is in the set
+        self.rows_read = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def maybe_stored(self, model: str, hashes: list[str]) -> list[str]:
+        """Those of `hashes` the store may hold for `model` (all of them until the set has caught up)."""
+        if not self.caught_up:
+            return hashes
+        known = self._models.get(model)
+        return [h for h in hashes if known is not None and prefix(h) in known]
+
+    def add(self, model: str, hashes: list[str]) -> None:
+        """Remember hashes of `model` that are stored, or about to be."""
+        known = self._models.setdefault(model, _ModelHashes())
+        for text_hash in hashes:
+            known.add(prefix(text_hash))
+
+    def _add_page(self, rows: list[tuple[int, str, str]]) -> None:
+        """A page of the store's rows, at array speed: a start with a million rows must not hold the loop up."""
+        by_model: dict[str, list[str]] = {}
+        for _, model, text_hash in rows:
+            by_model.setdefault(model, []).append(text_hash[:16])
+        for model, prefixes in by_model.items():
+            keys = np.frombuffer(bytes.fromhex("".join(prefixes)), dtype=">u8").astype(np.uint64)
+            self._models.setdefault(model, _ModelHashes()).extend(keys)
+
+    def rows_computed(self, model: str, texts: list[str], hashes: list[str], vectors: np.ndarray) -> None:
+        """As a ComputedListener of the embedding service: what this gateway computed goes to the writer."""
+        self.add(model, hashes)
+
+    async def start(self) -> None:
+        """Read the store's rows from the first, then poll for new ones."""
+        self._task = asyncio.create_task(self._poll(), name="stored-hashes")
+
+    async def stop(self) -> None:
+        """Stop reading the store."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self._read()
+            except Unavailable as exc:  # the database is restarting: every hash stays a maybe meanwhile
+                log.debug("could not read the stored hashes: %s", exc.detail)
+            except Exception:
+                log.exception("could not read the stored hashes; retrying")
+            await asyncio.sleep(self._poll_seconds)
+
+    async def _read(self) -> None:
+        while True:
+            rows = await self._hashes_after(self._last_id, PAGE)
+            if rows:
+                self._add_page(rows)
+                self._last_id = rows[-1][0]
+                self.rows_read += len(rows)
+            if len(rows) < PAGE:
+                if not self.caught_up:
+                    log.info("stored hashes read: %d rows", self.rows_read)
+                self.caught_up = True
+                return
