@@ -43,6 +43,18 @@ def minilm_source_dir(models_dir: Path) -> Path:
     return source_dir(load_catalogue(models_dir)[MINILM], models_dir)
 
 
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm_source_dir: Path) -> Any:
+    """MiniLM's tokenizer from the files it was converted from, untruncated: ids the service did not produce, as
+    a client that sends token ids would make them."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_source_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 def _embed_texts(engine: Any, texts: list[str]) -> np.ndarray:
     """Run in the reference engine's child process (ChildObject.apply)."""
     return engine.embed([engine.tokenize(text) for text in texts])

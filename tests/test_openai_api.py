@@ -37,12 +37,8 @@ def client(minilm_module: Service) -> Iterator[OpenAI]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(minilm_source_dir: Path) -> Tokenizer:
-    """The model's own tokenizer, as a client that sends token ids would use it."""
-    tokenizer = Tokenizer.from_file(str(minilm_source_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
+def tokenizer(minilm_tokenizer: Tokenizer) -> Tokenizer:
+    return minilm_tokenizer
 
 
 def token_ids(tokenizer: Tokenizer, text: str) -> list[int]:

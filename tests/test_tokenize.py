@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,12 +17,8 @@ CLS, SEP = 101, 102
 
 
 @pytest.fixture(scope="module")
-def tokenizer(minilm_source_dir: Path) -> Tokenizer:
-    """The model's tokenizer from the files it was converted from: ids the service did not produce."""
-    tokenizer = Tokenizer.from_file(str(minilm_source_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
+def tokenizer(minilm_tokenizer: Tokenizer) -> Tokenizer:
+    return minilm_tokenizer
 
 
 def tokenize(service: Service, body: dict[str, Any]) -> httpx.Response:
