@@ -79,6 +79,7 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
                                    roster, settings.max_text_chars, stored_hashes)
         search = SearchIndexes(settings, served_models, database)
         service.computed_listeners += [search.rows_computed, stored_hashes.rows_computed]
+        writer.stored_listeners.append(stored_hashes.rows_stored)
         deletions = DeletionFeed(database, settings.search_index_poll_ms / 1000)
         deletions.listeners += [service.forget, search.rows_deleted]
         documents = DocumentService(settings, service, database, writer, broker)

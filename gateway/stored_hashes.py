@@ -5,13 +5,14 @@ cost the server had (0.40 ms of its CPU per text, more than the writer's inserts
 cores the workers need. A hash this set has never seen is not in the store, so its text goes straight to a
 worker; any other hash is looked up as before.
 
-The set is fed three ways: every row of the store at start, read in pages by id (until it has caught up,
+The set is fed four ways: every row of the store at start, read in pages by id (until it has caught up,
 every hash is a "maybe"); every vector this gateway computes, at once, before the writer has committed it;
-and the rows that other gateways' writes add, read by polling ids above the last one seen every
-SEARCH_INDEX_POLL_MS (the one writer commits in id order, so a row never appears behind one already read).
-So a text another gateway computed less than a poll ago may be computed here again: the same vector, stored
-once (the insert ignores a conflict). A deleted row stays in the set, which only costs its next request a
-lookup that misses.
+the hashes of every commit, which the writer sends each gateway it has heard from (STORED), so a text another
+gateway computed is looked up from its commit on, as it was before this set existed; and, in case such a
+message was lost (a gateway reconnecting, a writer on another host), the store's rows polled by id above the
+last one seen every SEARCH_INDEX_POLL_MS (the one writer commits in id order, so a row never appears behind
+one already read). A text whose hash is left out is computed again, and its insert ignored. A deleted row
+stays in the set, which only costs its next request a lookup that misses.
 
 Kept as the hashes' first 64 bits (a sorted array, plus a set of the ones added since it was last rebuilt):
 8 bytes a row, and two texts whose hashes share 64 bits (odds about n² / 2^65) cost one lookup, never a
@@ -28,6 +29,7 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from gateway.errors import Unavailable
+from shared.protocol import Stored
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,18 @@ class _ModelHashes:
         at = int(np.searchsorted(self.merged, np.uint64(key)))
         return at < len(self.merged) and int(self.merged[at]) == key
 
-    def add(self, key: int) -> None:
-        self.recent.add(key)
-        if len(self.recent) >= max(_MERGE_AT, len(self.merged) // 8):
+    def add(self, keys: np.ndarray) -> None:
+        """Add uint64 keys: a large page goes into the array at once, a few into the set until it is merged."""
+        threshold = max(_MERGE_AT, len(self.merged) // 8)
+        if len(keys) >= threshold:
+            self.merged = np.union1d(self.merged, keys)
+            return
+        self.recent.update(keys.tolist())
+        if len(self.recent) >= threshold:
             # Amortised: the array is rebuilt after it has grown by an eighth, so each row is sorted ~9 times.
-            self.extend(np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent)))
+            added = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
+            self.merged = np.union1d(self.merged, added)
             self.recent = set()
-
-    def extend(self, keys: np.ndarray) -> None:
-        self.merged = np.union1d(self.merged, keys)
 
 
 class StoredHashes:
@@ -85,19 +90,26 @@ class StoredHashes:
         return [h for h in hashes if known is not None and prefix(h) in known]
 
     def add(self, model: str, hashes: list[str]) -> None:
-        """Remember hashes of `model` that are stored, or about to be."""
-        known = self._models.setdefault(model, _ModelHashes())
-        for text_hash in hashes:
-            known.add(prefix(text_hash))
+        """Remember hex hashes of `model` that are stored, or about to be."""
+        self._add_prefixes(model, bytes.fromhex("".join(text_hash[:16] for text_hash in hashes)))
+
+    def rows_stored(self, message: Stored) -> None:
+        """As a listener of the writer link: the hashes of a commit, maybe another gateway's."""
+        for model, prefixes in zip(message.models, message.prefixes):
+            self._add_prefixes(model, prefixes)
+
+    def _add_prefixes(self, model: str, prefixes: bytes) -> None:
+        # At array speed: a start with a million rows must not hold the event loop up.
+        keys = np.frombuffer(prefixes, dtype=">u8").astype(np.uint64)
+        self._models.setdefault(model, _ModelHashes()).add(keys)
 
     def _add_page(self, rows: list[tuple[int, str, str]]) -> None:
-        """A page of the store's rows, at array speed: a start with a million rows must not hold the loop up."""
+        """A page of the store's rows."""
         by_model: dict[str, list[str]] = {}
         for _, model, text_hash in rows:
-            by_model.setdefault(model, []).append(text_hash[:16])
-        for model, prefixes in by_model.items():
-            keys = np.frombuffer(bytes.fromhex("".join(prefixes)), dtype=">u8").astype(np.uint64)
-            self._models.setdefault(model, _ModelHashes()).extend(keys)
+            by_model.setdefault(model, []).append(text_hash)
+        for model, hashes in by_model.items():
+            self.add(model, hashes)
 
     def rows_computed(self, model: str, texts: list[str], hashes: list[str], vectors: np.ndarray) -> None:
         """As a ComputedListener of the embedding service: what this gateway computed goes to the writer."""

@@ -32,6 +32,7 @@ from shared.protocol import (
     EmbeddingRow,
     Ping,
     ProtocolError,
+    Stored,
     Write,
     decode,
     encode,
@@ -68,6 +69,7 @@ class WriterLink:
         self._tasks: list[asyncio.Task[None]] = []
         self._deletes: dict[int, asyncio.Future[Deleted]] = {}
         self.acknowledged_rows = 0
+        self.stored_listeners: list[Callable[[Stored], None]] = []  # told of every commit's text hashes
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
 
     async def start(self) -> None:
@@ -164,6 +166,9 @@ class WriterLink:
                 self._journal.forget(message.batch_id)
             elif isinstance(message, Deleted) and message.request_id in self._deletes:
                 self._deletes[message.request_id].set_result(message)
+            elif isinstance(message, Stored):
+                for listener in self.stored_listeners:
+                    listener(message)
 
     async def _resend_loop(self) -> None:
         timeout = self._settings.write_ack_timeout_seconds

@@ -47,6 +47,7 @@ class Kind(IntEnum):
     STATUS = 12
     CONTROL = 13
     CONTROL_REPLY = 14
+    STORED = 15
     DOCUMENT_WRITE = 20
     DELETE = 30
     DELETED = 31
@@ -204,6 +205,25 @@ class Ack:
     KIND: ClassVar[Kind] = Kind.ACK
     batch_id: int
     committed: int
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Writer → every gateway it has heard from lately: the text hashes of a commit, per model, as their first
+    8 bytes (gateway/stored_hashes.py). So a gateway that did not compute a text looks it up in the store from
+    the commit on, rather than computing it again until its next poll of the store's rows."""
+
+    KIND: ClassVar[Kind] = Kind.STORED
+    models: list[str]
+    prefixes: list[bytes]  # per model, in order: the first 8 bytes of each text hash, concatenated
+
+    @classmethod
+    def of(cls, rows: Sequence[EmbeddingRow]) -> Stored:
+        """The message for committed `rows` (text hashes are hex)."""
+        by_model: dict[str, list[str]] = {}
+        for row in rows:
+            by_model.setdefault(row.model_name, []).append(row.text_hash[:16])
+        return cls(models=list(by_model), prefixes=[bytes.fromhex("".join(h)) for h in by_model.values()])
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +431,7 @@ class Pong:
 
 Message = Union[
     Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
-    ControlReply, Ping, Pong, DocumentWrite, Delete, Deleted, Tokenize, Tokens,
+    ControlReply, Ping, Pong, DocumentWrite, Delete, Deleted, Tokenize, Tokens, Stored,
 ]
 _BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
 # Field names per message type, read once: dataclasses.asdict deep-copies every list (a request's texts, a

@@ -37,6 +37,7 @@ from shared.protocol import (
     Result,
     SearchState,
     Status,
+    Stored,
     StoredDocument,
     Tokenize,
     Tokens,
@@ -75,6 +76,7 @@ MESSAGES = [
     Deleted(request_id=8, found=True, rows=[DeletedRow(12, "m", "h")]),
     Tokenize(request_id=9, texts=["Hello world", ""], add_special_tokens=False),
     Tokens(request_id=9, token_ids=[[7592, 2088], []]),
+    Stored(models=["m", "n"], prefixes=[bytes(range(16)), bytes(8)]),
 ]
 
 

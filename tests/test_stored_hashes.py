@@ -11,6 +11,7 @@ import pytest
 from gateway import stored_hashes
 from gateway.errors import Unavailable
 from gateway.stored_hashes import StoredHashes
+from shared.protocol import EmbeddingRow, Stored
 
 
 def digest(text: str) -> str:
@@ -132,5 +133,17 @@ def test_hashes_added_one_by_one_past_a_rebuild_all_stay_known(monkeypatch: pyte
         everything = [digest(f"bulk {i}") for i in range(20)] + added
         assert hashes.maybe_stored("m", everything) == everything
         assert hashes.maybe_stored("m", [digest("absent")]) == []
+        await hashes.stop()
+    asyncio.run(run())
+
+
+def test_hashes_a_commit_reports_may_be_stored_at_once() -> None:
+    async def run() -> None:
+        hashes = await started(Store())
+        rows = [EmbeddingRow(text=t, text_hash=digest(t), model_name=m, embedding=b"", dimensions=0)
+                for t, m in [("one", "m"), ("two", "m"), ("three", "n")]]
+        hashes.rows_stored(Stored.of(rows))
+        assert hashes.maybe_stored("m", [digest("one"), digest("two"), digest("three")]) == [digest("one"), digest("two")]
+        assert hashes.maybe_stored("n", [digest("three")]) == [digest("three")]
         await hashes.stop()
     asyncio.run(run())

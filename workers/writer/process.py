@@ -25,10 +25,12 @@ from shared.protocol import (
     Delete,
     Deleted,
     DocumentWrite,
+    EmbeddingRow,
     Ping,
     Pong,
     ProtocolError,
     Status,
+    Stored,
     Write,
     decode,
     encode,
@@ -93,6 +95,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     indexer = Indexer(settings)  # a thread: indexing never delays a commit or its ACK
     indexer.start()
     pending = _Pending()
+    gateways = _Gateways(settings.heartbeat_interval_seconds * settings.heartbeat_liveness)
     committed = 0
     flush_interval = settings.db_flush_interval_ms / 1000
     next_status = 0.0
@@ -114,6 +117,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                     except ProtocolError as exc:
                         log.warning("dropping malformed message: %s", exc)
                         continue
+                    gateways.heard(identity)
                     if isinstance(message, (Write, DocumentWrite)):
                         pending.add(identity, message)
                     elif isinstance(message, Ping):  # the gateway's readiness check
@@ -126,7 +130,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                                        or time.monotonic() - pending.since >= flush_interval)
             if due and time.monotonic() >= retry_at:
                 try:
-                    committed += _flush(store, socket, pending, indexer)
+                    committed += _flush(store, socket, pending, indexer, gateways)
                 except DBAPIError as exc:
                     if not _database_down(exc):
                         raise
@@ -192,7 +196,32 @@ def _delete(store: EmbeddingStore, message: Delete, indexer: Indexer) -> Deleted
     return reply
 
 
-def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer | None = None) -> int:
+class _Gateways:
+    """The gateways heard from (every one pings each heartbeat), told of each commit's text hashes (STORED)."""
+
+    def __init__(self, forget_after: float) -> None:
+        self._forget_after = forget_after
+        self._last_heard: dict[bytes, float] = {}
+
+    def heard(self, identity: bytes) -> None:
+        self._last_heard[identity] = time.monotonic()
+
+    def tell(self, socket: zmq.Socket, rows: list[EmbeddingRow]) -> None:
+        """Send every live gateway the hashes of `rows`, just committed; forget the ones gone silent."""
+        if not rows:
+            return
+        horizon = time.monotonic() - self._forget_after
+        self._last_heard = {identity: at for identity, at in self._last_heard.items() if at >= horizon}
+        frames = encode(Stored.of(rows))
+        for identity in self._last_heard:
+            try:
+                socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            except zmq.ZMQError:  # gone or not reading: its poll of the store's rows brings them later
+                pass
+
+
+def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer | None = None,
+           gateways: _Gateways | None = None) -> int:
     rows = [row for _, message in pending.batches if isinstance(message, Write) for row in message.rows]
     inserted = store.insert_embeddings(rows)
     for _, message in pending.batches:
@@ -201,6 +230,8 @@ def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer
             inserted += write_document(store, message)
     if inserted and indexer is not None:
         indexer.rows_committed({row.model_name for _, message in pending.batches for row in message.rows})
+    if gateways is not None:
+        gateways.tell(socket, [row for _, message in pending.batches for row in message.rows])
     for identity, message in pending.batches:
         try:
             socket.send_multipart([identity, *encode(Ack(batch_id=message.batch_id, committed=len(message.rows)))])
