@@ -13,7 +13,9 @@ would, a few batches in flight; a second run finds them in the service's store a
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import re
 import subprocess
 import time
@@ -27,7 +29,7 @@ from sqlalchemy import select
 
 from gateway.documents.sentences import SentenceSplitter
 from shared.schema import database_engine, embeddings
-from tests.harness import Service
+from tests.harness import PROJECT_ROOT, Service
 
 PACKAGES = ("python3.11-doc", "perl-doc")
 MINIMUM_LENGTH = 15  # MINIMUM_STRING_LENGTH_FOR_DOCUMENT_EMBEDDING's default, as for a document
@@ -133,6 +135,23 @@ def sentences() -> list[str]:
             if len(sentence.split()) >= MINIMUM_WORDS:
                 found.setdefault(sentence)
     return list(found)
+
+
+def benchmark_sentences(count: int, seed: int = 17, words: tuple[int, int] = (5, 60)) -> list[str]:
+    """`count` distinct corpus sentences of 5-60 words in a shuffled order fixed by `seed`: the same real texts
+    for every case of a throughput comparison (comparing runs over different sentences moved ratios by 10%).
+    The filtered corpus is cached in data/ (reading the packages takes ~20 s)."""
+    cache = PROJECT_ROOT / "data" / f"real-sentences-{words[0]}-{words[1]}.json"
+    if cache.is_file():
+        found: list[str] = json.loads(cache.read_text())
+    else:
+        found = [text for text in sentences() if words[0] <= len(text.split()) <= words[1]]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(found))
+    random.Random(seed).shuffle(found)
+    if count > len(found):
+        raise ValueError(f"only {len(found)} sentences of {words[0]}-{words[1]} words")
+    return found[:count]
 
 
 def embed_through_service(base_url: str, texts: list[str], model: str) -> float:

@@ -56,8 +56,9 @@ def ensure_wrk() -> str:
 
 
 def run_wrk(url: str, path: str, bodies: list[dict[str, object]], *, connections: int, seconds: float,
-            threads: int = 1, cycle: bool = False) -> WrkResult:
-    """POST `bodies` (JSON) to `url` + `path` from `connections` connections for `seconds`."""
+            threads: int = 1, cycle: bool = False, timeout: float = 2.0) -> WrkResult:
+    """POST `bodies` (JSON) to `url` + `path` from `connections` connections for `seconds`. Answers slower than
+    `timeout` count as errors and not in the latencies (wrk's own default is 2 s; a slow model needs more)."""
     with tempfile.TemporaryDirectory() as folder:
         lines = Path(folder) / "bodies.txt"
         lines.write_text("\n".join(json.dumps(body) for body in bodies) + "\n")
@@ -65,7 +66,8 @@ def run_wrk(url: str, path: str, bodies: list[dict[str, object]], *, connections
         script.write_text(_SCRIPT % {"bodies": lines, "threads": threads, "cycle": "true" if cycle else "false",
                                      "path": path})
         out = subprocess.run([ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-                              "--latency", "-s", str(script), url], check=True, capture_output=True, text=True).stdout
+                              "--timeout", f"{timeout:g}s", "--latency", "-s", str(script), url],
+                             check=True, capture_output=True, text=True).stdout
     return _parse(out)
 
 

@@ -40,6 +40,9 @@ class EngineConfig:
     # Test only (TEST_ENGINE_CRASH, see canary.crash_requested): a real segfault at the first embed, as the AMX
     # kernel gives, so the canary, the fallback and the supervisor's backoff are proven on any CPU.
     crash_on_embed: bool = False
+    # llama.cpp's context (KV cells) when it should differ from one call's tokens (0: the call's). Benchmarks
+    # sweep it (benchmarks/throughput.py); the worker leaves it at 0.
+    context_tokens: int = 0
 
 
 class Engine:
@@ -61,7 +64,8 @@ class Engine:
         model_params.use_extra_bufts = config.weight_repack
         self._model = LlamaModel(path_model=config.model_path, params=model_params, verbose=False)
         context_params = llama_cpp.llama_context_default_params()
-        context_params.n_ctx = context_params.n_batch = context_params.n_ubatch = self.batch_tokens
+        context_params.n_batch = context_params.n_ubatch = self.batch_tokens
+        context_params.n_ctx = max(config.context_tokens, self.batch_tokens)
         # n_threads and n_threads_batch both set: left at defaults, two workers ran 40x slower than one.
         context_params.n_threads = context_params.n_threads_batch = config.threads
         context_params.embeddings = True
