@@ -29,7 +29,7 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from gateway.errors import Unavailable
-from shared.protocol import Stored
+from shared.protocol import Stored, hash_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,13 @@ class StoredHashes:
         if not self.caught_up:
             return hashes
         known = self._models.get(model)
-        return [h for h in hashes if known is not None and prefix(h) in known]
+        if known is None:
+            return []
+        return [h for h in hashes if prefix(h) in known]
 
     def add(self, model: str, hashes: list[str]) -> None:
         """Remember hex hashes of `model` that are stored, or about to be."""
-        self._add_prefixes(model, bytes.fromhex("".join(text_hash[:16] for text_hash in hashes)))
+        self._add_prefixes(model, hash_prefixes(hashes))
 
     def rows_stored(self, message: Stored) -> None:
         """As a listener of the writer link: the hashes of a commit, maybe another gateway's."""

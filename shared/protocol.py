@@ -222,8 +222,13 @@ class Stored:
         """The message for committed `rows` (text hashes are hex)."""
         by_model: dict[str, list[str]] = {}
         for row in rows:
-            by_model.setdefault(row.model_name, []).append(row.text_hash[:16])
-        return cls(models=list(by_model), prefixes=[bytes.fromhex("".join(h)) for h in by_model.values()])
+            by_model.setdefault(row.model_name, []).append(row.text_hash)
+        return cls(models=list(by_model), prefixes=[hash_prefixes(hashes) for hashes in by_model.values()])
+
+
+def hash_prefixes(hashes: Sequence[str]) -> bytes:
+    """The first 8 bytes of each hex text hash, concatenated: how STORED carries them, and how a gateway keeps them."""
+    return bytes.fromhex("".join(text_hash[:16] for text_hash in hashes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                     elif isinstance(message, Ping):  # the gateway's readiness check
                         socket.send_multipart([identity, *encode(Pong())])
                     elif isinstance(message, Delete):
-                        flushed, reply = _delete_after_pending(store, socket, pending, indexer, message)
+                        flushed, reply = _delete_after_pending(store, socket, pending, indexer, gateways, message)
                         committed += flushed
                         socket.send_multipart([identity, *encode(reply)])
             due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
@@ -150,7 +150,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                 next_status = time.monotonic() + 1.0
         if pending.batches:
             try:
-                committed += _flush(store, socket, pending, indexer)
+                committed += _flush(store, socket, pending, indexer, gateways)
             except DBAPIError as exc:  # not acknowledged: the gateway re-sends them to the next writer
                 log.warning("stopping with %d rows the database did not take: %s", pending.rows, exc)
     finally:
@@ -165,13 +165,13 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
 
 
 def _delete_after_pending(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer,
-                          message: Delete) -> tuple[int, Deleted]:
+                          gateways: _Gateways, message: Delete) -> tuple[int, Deleted]:
     """Commit what arrived before the delete, so that a text sent and then deleted is deleted rather than stored
     again after, then delete; the new rows committed and the answer."""
     flushed = 0
     if pending.batches:
         try:
-            flushed = _flush(store, socket, pending, indexer)
+            flushed = _flush(store, socket, pending, indexer, gateways)
         except DBAPIError as exc:
             if not _database_down(exc):
                 raise
