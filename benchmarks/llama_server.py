@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -66,7 +67,7 @@ def ensure_llama_server() -> Path:
         build = source / "build"
         subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF",
                         "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF"], check=True, capture_output=True)
-        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j"], check=True,
+        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 1)], check=True,
                        capture_output=True)
         install(build / "bin" / "llama-server", version)
     return target

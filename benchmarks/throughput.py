@@ -5,13 +5,15 @@ A  engine ceiling: our Engine in-process, the best of a sweep over threads, toke
 L  llama.cpp's native llama-server (benchmarks/llama_server.py), single texts, wrk at concurrency 64
 D  ours as configured by default, uncached single texts, wrk at concurrency 64; the gateway's CPU per request and
    the writer's CPU per row, from each process's own CPU time
-E  ours, the batch endpoint with 64 texts per request, 4 in flight
+E  ours, the batch endpoint with 64 texts per request, 4 in flight, on a fresh service over A's own sentences
 W  ours with 1 worker of 2 threads, uncached at concurrency 64 (full runs only)
 B  llama-cpp-python's Python server and C  sentence-transformers (MiniLM), with --python-peers (data/bench-venv,
    made by `--setup`)
 
 Every case gets the same real sentences of 5-60 words (benchmarks/real_text.py: Debian's Python and Perl docs),
-each sent once, so "uncached" stays uncached; E gets the sentences after those. The CPU model and flags go first.
+each sent once, so "uncached" stays uncached. E gets A's sentences on a service of its own: on other sentences
+(the ones after D's) and behind D's unfinished requests it was compared with a ceiling it never ran on. The CPU
+model and flags go first.
 
 Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--python-peers] [--setup] [--models a,b]
 """
@@ -160,13 +162,19 @@ def native_server(entry: ModelEntry, path: Path, texts: list[str], seconds: floa
 # ---- D, E, W: ours -----------------------------------------------------------------------------------------
 def ours(model: str, models_dir: Path, texts: list[str], batch_texts: list[str], seconds: float,
          workers: str = "auto") -> list[Row]:
-    """D (and E unless `batch_texts` is empty) on a fresh service: nothing it is sent is in its store."""
+    """D, or E when `batch_texts` is given, on a fresh service: nothing it is sent is in its store."""
     env = {"MODELS_TO_SERVE": model, "DEFAULT_MODEL_NAME": model, "WORKERS_PER_MODEL": workers,
            "LOG_LEVEL": "WARNING"}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as data_dir:
         service = Service(Path(data_dir), models_dir, env).start()
         try:
+            if batch_texts:
+                bodies = [http_request("127.0.0.1", service.port, "/get_embedding_vectors/",
+                                       json.dumps({"texts": batch_texts[i:i + 64]}).encode())
+                          for i in range(0, len(batch_texts), 64)]
+                load = asyncio.run(run_load("127.0.0.1", service.port, bodies, 4))
+                return [_load_row("E ours batch endpoint 64/request c=4", load, 64)]
             gateway, writer = role_processes(service, "gateway"), role_processes(service, "writer")
             gateway_before, writer_before = cpu_seconds(gateway), cpu_seconds(writer)
             result = run_wrk(service.base_url, "/get_embedding_vector/", [{"text": t} for t in texts],
@@ -177,13 +185,6 @@ def ours(model: str, models_dir: Path, texts: list[str], batch_texts: list[str],
             label = "D ours uncached c=64" if workers == "auto" else f"W ours {workers} worker x {CORES} thr c=64"
             rows.append(_wrk_row(label, result, f"gateway {gateway_ms:.2f} ms CPU/request, "
                                                 f"writer {writer_ms:.2f} ms CPU/row"))
-            if batch_texts:
-                port = service.port
-                bodies = [http_request("127.0.0.1", port, "/get_embedding_vectors/",
-                                       json.dumps({"texts": batch_texts[i:i + 64]}).encode())
-                          for i in range(0, len(batch_texts), 64)]
-                load = asyncio.run(run_load("127.0.0.1", port, bodies, 4))
-                rows.append(_load_row("E ours batch endpoint 64/request c=4", load, 64))
         finally:
             service.stop()
     return rows
@@ -270,19 +271,18 @@ def _wait_http(port: int, path: str, timeout: float) -> None:
 # ---- the run -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
-    """How much of each model's work a run does: texts for A, seconds of wrk, texts for E."""
+    """How much of each model's work a run does: texts for A (and E: whole requests of 64), seconds of wrk."""
 
     engine_texts: int
     wrk_seconds: float
     wrk_texts: int  # more than a server can answer in wrk_seconds, so that no body is sent twice
-    batch_texts: int
 
 
 def plan(name: str, quick: bool) -> Plan:
     # SmolLM2 costs ~15x more per text than MiniLM here (~12 vs ~200 texts/s on 2 cores).
     if name == SMOLLM2:
-        return Plan(48, 15, 600, 128) if quick else Plan(160, 40, 1500, 256)
-    return Plan(400, 8, 4000, 640) if quick else Plan(1000, 25, 12_000, 2560)
+        return Plan(64, 15, 600) if quick else Plan(256, 40, 1500)
+    return Plan(384, 8, 4000) if quick else Plan(1024, 25, 12_000)
 
 
 def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[list[Row], list[str], str]:
@@ -290,16 +290,17 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
     entry = catalogue[name]
     path = entry.installed_path(models_dir)
     p = plan(name, args.quick)
-    texts = benchmark_sentences(p.wrk_texts + p.batch_texts)
-    wrk_texts, batch_texts = texts[:p.wrk_texts], texts[p.wrk_texts:]
-    ceiling, sweep = engine_ceiling(entry, path, texts[:p.engine_texts], args.quick)
+    wrk_texts = benchmark_sentences(p.wrk_texts)
+    engine_texts = wrk_texts[:p.engine_texts]  # A's sentences, and E's
+    ceiling, sweep = engine_ceiling(entry, path, engine_texts, args.quick)
     rows = [ceiling, native_server(entry, path, wrk_texts, p.wrk_seconds)]
     print(f"{name}: A, L done", file=sys.stderr, flush=True)
     if args.python_peers:
         rows.append(python_server(path, entry.flash_attention, wrk_texts, p.wrk_seconds))
         if name == MINILM:
-            rows.append(sentence_transformers(source_dir(entry, models_dir), texts[:p.engine_texts]))
-    rows += ours(name, models_dir, wrk_texts, batch_texts, p.wrk_seconds)
+            rows.append(sentence_transformers(source_dir(entry, models_dir), engine_texts))
+    rows += ours(name, models_dir, wrk_texts, [], p.wrk_seconds)
+    rows += ours(name, models_dir, [], engine_texts, p.wrk_seconds)
     if not args.quick:
         rows += ours(name, models_dir, wrk_texts, [], p.wrk_seconds, workers="1")
     print(f"{name}: ours done", file=sys.stderr, flush=True)
