@@ -281,8 +281,8 @@ class Plan:
 def plan(name: str, quick: bool) -> Plan:
     # SmolLM2 costs ~15x more per text than MiniLM here (~12 vs ~200 texts/s on 2 cores).
     if name == SMOLLM2:
-        return Plan(64, 15, 600) if quick else Plan(256, 40, 1500)
-    return Plan(384, 8, 4000) if quick else Plan(1024, 25, 12_000)
+        return Plan(64, 12, 600) if quick else Plan(256, 40, 1500)
+    return Plan(256, 6, 4000) if quick else Plan(1024, 25, 12_000)
 
 
 def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[list[Row], list[str], str]:
