@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -33,7 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 
@@ -160,34 +161,40 @@ def native_server(entry: ModelEntry, path: Path, texts: list[str], seconds: floa
 
 
 # ---- D, E, W: ours -----------------------------------------------------------------------------------------
-def ours(model: str, models_dir: Path, texts: list[str], batch_texts: list[str], seconds: float,
-         workers: str = "auto") -> list[Row]:
-    """D, or E when `batch_texts` is given, on a fresh service: nothing it is sent is in its store."""
+@contextlib.contextmanager
+def fresh_service(model: str, models_dir: Path, workers: str = "auto") -> Iterator[Service]:
+    """Ours serving `model` alone from an empty store (nothing it is sent is cached), stopped afterwards."""
     env = {"MODELS_TO_SERVE": model, "DEFAULT_MODEL_NAME": model, "WORKERS_PER_MODEL": workers,
            "LOG_LEVEL": "WARNING"}
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as data_dir:
         service = Service(Path(data_dir), models_dir, env).start()
         try:
-            if batch_texts:
-                bodies = [http_request("127.0.0.1", service.port, "/get_embedding_vectors/",
-                                       json.dumps({"texts": batch_texts[i:i + 64]}).encode())
-                          for i in range(0, len(batch_texts), 64)]
-                load = asyncio.run(run_load("127.0.0.1", service.port, bodies, 4))
-                return [_load_row("E ours batch endpoint 64/request c=4", load, 64)]
-            gateway, writer = role_processes(service, "gateway"), role_processes(service, "writer")
-            gateway_before, writer_before = cpu_seconds(gateway), cpu_seconds(writer)
-            result = run_wrk(service.base_url, "/get_embedding_vector/", [{"text": t} for t in texts],
-                             connections=64, seconds=seconds, timeout=60)
-            gateway_ms = (cpu_seconds(gateway) - gateway_before) * 1000 / max(1, result.requests)
-            time.sleep(1.0)  # the last rows' commit and index update
-            writer_ms = (cpu_seconds(writer) - writer_before) * 1000 / max(1, result.requests)
-            label = "D ours uncached c=64" if workers == "auto" else f"W ours {workers} worker x {CORES} thr c=64"
-            rows.append(_wrk_row(label, result, f"gateway {gateway_ms:.2f} ms CPU/request, "
-                                                f"writer {writer_ms:.2f} ms CPU/row"))
+            yield service
         finally:
             service.stop()
-    return rows
+
+
+def batch_endpoint(model: str, models_dir: Path, texts: list[str]) -> Row:
+    """E: `texts` in requests of 64, 4 in flight, on a service of its own (no other case's requests ahead)."""
+    with fresh_service(model, models_dir) as service:
+        bodies = [http_request("127.0.0.1", service.port, "/get_embedding_vectors/",
+                               json.dumps({"texts": texts[i:i + 64]}).encode()) for i in range(0, len(texts), 64)]
+        load = asyncio.run(run_load("127.0.0.1", service.port, bodies, 4))
+    return _load_row("E ours batch endpoint 64/request c=4", load, 64)
+
+
+def ours(model: str, models_dir: Path, texts: list[str], seconds: float, workers: str = "auto") -> Row:
+    """D (or W, with `workers`): single uncached texts by wrk, with the gateway's and the writer's CPU."""
+    with fresh_service(model, models_dir, workers) as service:
+        gateway, writer = role_processes(service, "gateway"), role_processes(service, "writer")
+        gateway_before, writer_before = cpu_seconds(gateway), cpu_seconds(writer)
+        result = run_wrk(service.base_url, "/get_embedding_vector/", [{"text": t} for t in texts],
+                         connections=64, seconds=seconds, timeout=60)
+        gateway_ms = (cpu_seconds(gateway) - gateway_before) * 1000 / max(1, result.requests)
+        time.sleep(1.0)  # the last rows' commit and index update
+        writer_ms = (cpu_seconds(writer) - writer_before) * 1000 / max(1, result.requests)
+        label = "D ours uncached c=64" if workers == "auto" else f"W ours {workers} worker x {CORES} thr c=64"
+    return _wrk_row(label, result, f"gateway {gateway_ms:.2f} ms CPU/request, writer {writer_ms:.2f} ms CPU/row")
 
 
 def _wrk_row(case: str, result: WrkResult, note: str = "") -> Row:
@@ -299,10 +306,9 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
         rows.append(python_server(path, entry.flash_attention, wrk_texts, p.wrk_seconds))
         if name == MINILM:
             rows.append(sentence_transformers(source_dir(entry, models_dir), engine_texts))
-    rows += ours(name, models_dir, wrk_texts, [], p.wrk_seconds)
-    rows += ours(name, models_dir, [], engine_texts, p.wrk_seconds)
+    rows += [ours(name, models_dir, wrk_texts, p.wrk_seconds), batch_endpoint(name, models_dir, engine_texts)]
     if not args.quick:
-        rows += ours(name, models_dir, wrk_texts, [], p.wrk_seconds, workers="1")
+        rows.append(ours(name, models_dir, wrk_texts, p.wrk_seconds, workers="1"))
     print(f"{name}: ours done", file=sys.stderr, flush=True)
     by_case = {row.case[0]: row for row in rows}
     a, native, d, e = by_case["A"], by_case["L"], by_case["D"], by_case["E"]
