@@ -67,8 +67,9 @@ def ensure_llama_server() -> Path:
         build = source / "build"
         subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_CURL=OFF",
                         "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF"], check=True, capture_output=True)
-        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 1)], check=True,
-                       capture_output=True)
+        # One compile per core: a bare -j starts them all at once (load average 69 seen here).
+        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 1)],
+                       check=True, capture_output=True)
         install(build / "bin" / "llama-server", version)
     return target
 

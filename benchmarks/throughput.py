@@ -11,9 +11,9 @@ B  llama-cpp-python's Python server and C  sentence-transformers (MiniLM), with 
    made by `--setup`)
 
 Every case gets the same real sentences of 5-60 words (benchmarks/real_text.py: Debian's Python and Perl docs),
-each sent once, so "uncached" stays uncached. E gets A's sentences on a service of its own: on other sentences
-(the ones after D's) and behind D's unfinished requests it was compared with a ceiling it never ran on. The CPU
-model and flags go first.
+each sent once, so "uncached" stays uncached. E gets A's sentences, on a service of its own, so that it is
+divided by a ceiling measured on the same sentences and has no other case's requests ahead of it. The CPU model
+and flags go first.
 
 Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--python-peers] [--setup] [--models a,b]
 """
@@ -45,7 +45,7 @@ from benchmarks.scaleout import cpu_seconds, role_processes
 from benchmarks.wrk import WrkResult, run_wrk
 from modelstore.catalogue import ModelEntry, load_catalogue
 from modelstore.install import ensure_installed, source_dir
-from tests.harness import PROJECT_ROOT, Service, free_port
+from tests.harness import PROJECT_ROOT, Service, free_port, running
 from workers.embedder.batcher import Item, TextQueue
 from workers.embedder.engine import Engine, EngineConfig
 
@@ -164,14 +164,10 @@ def native_server(entry: ModelEntry, path: Path, texts: list[str], seconds: floa
 @contextlib.contextmanager
 def fresh_service(model: str, models_dir: Path, workers: str = "auto") -> Iterator[Service]:
     """Ours serving `model` alone from an empty store (nothing it is sent is cached), stopped afterwards."""
-    env = {"MODELS_TO_SERVE": model, "DEFAULT_MODEL_NAME": model, "WORKERS_PER_MODEL": workers,
-           "LOG_LEVEL": "WARNING"}
-    with tempfile.TemporaryDirectory() as data_dir:
-        service = Service(Path(data_dir), models_dir, env).start()
-        try:
-            yield service
-        finally:
-            service.stop()
+    with tempfile.TemporaryDirectory() as data_dir, \
+            running(Path(data_dir), models_dir, MODELS_TO_SERVE=model, DEFAULT_MODEL_NAME=model,
+                    WORKERS_PER_MODEL=workers, LOG_LEVEL="WARNING") as service:
+        yield service
 
 
 def batch_endpoint(model: str, models_dir: Path, texts: list[str]) -> Row:
