@@ -92,6 +92,10 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
                                       deletions=deletions)
         app.state.metrics = metrics
         metrics.watch(app.state.services)
+        # The supervisor starts this gateway with the writer, not after it, so that their imports overlap (a
+        # second of every start): what reads the store below waits for the writer's tables.
+        if "writer" in settings.roles and not await database.wait_for_schema(settings.startup_timeout_seconds):
+            log.error("the writer has not created the tables after %gs; serving anyway", settings.startup_timeout_seconds)
         await broker.start()
         await writer.start()
         await search.start()
@@ -144,7 +148,9 @@ async def _report_status(settings: Settings, services: Services, metrics: Gatewa
                 search=services.search.states(),
             ))
             await asyncio.to_thread(metrics.share)
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):  # every second, and at once when a worker joins or leaves
+                await asyncio.wait_for(services.broker.registry_changed.wait(), 1.0)
+            services.broker.registry_changed.clear()
     finally:
         reporter.close()
         context.term()

@@ -126,6 +126,9 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self.counters: dict[str, ModelCounters] = {}
         self.last_ready: dict[str, Ready] = {}  # per model, kept after its workers are gone (input limits)
+        # Set when a worker joins or leaves: the gateway tells the supervisor at once rather than at its next
+        # second's STATUS (a worker serves, for the supervisor, once every gateway has it registered).
+        self.registry_changed = asyncio.Event()
 
     async def start(self) -> None:
         """Bind the workers' ROUTER and start the receive and heartbeat loops."""
@@ -280,6 +283,7 @@ class Broker:
                 log.info("worker %s ready (pid %d, %d-d, %d credits)", identity.decode(errors="replace"),
                          message.pid, message.dimensions, message.credits)
                 self._counters(message.model).workers_registered += 1
+                self.registry_changed.set()
             else:
                 worker.last_seen = time.monotonic()
             self.last_ready[message.model] = message
@@ -304,6 +308,7 @@ class Broker:
             self._dispatch(worker.ready.model)
         elif isinstance(message, Bye):
             worker.leaving = True
+            self.registry_changed.set()
             log.info("worker %s is leaving", identity.decode(errors="replace"))
             self._dispatch(worker.ready.model)
         elif isinstance(message, Fatal):
@@ -313,6 +318,7 @@ class Broker:
         worker = self._workers.pop(identity, None)
         if worker is None:
             return
+        self.registry_changed.set()
         model = worker.ready.model
         counters = self._counters(model)
         if worker.leaving:  # it said BYE (scale down, stop): a departure, not a loss

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -34,7 +35,10 @@ from shared.schema import (
     embeddings,
     first_column_page,
     parameter_chunks,
+    schema_created,
 )
+
+_SCHEMA_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,16 @@ class ReadOnlyDatabase:
             lines = str(exc).strip().splitlines()
             reason = lines[0][:300] if lines else type(exc).__name__
             raise Unavailable(f"the database did not answer: {reason}; retry shortly") from exc
+
+    async def wait_for_schema(self, within: float) -> bool:
+        """Wait until the writer has created the tables (it starts alongside this gateway); False when they are
+        still missing after `within` seconds (the gateway then serves anyway, as 503s until they appear)."""
+        deadline = time.monotonic() + within
+        while not await asyncio.to_thread(schema_created, self._engine):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_SCHEMA_POLL_SECONDS)
+        return True
 
     def _detached_connection(self) -> DatabaseConnection:
         connection = self._engine.raw_connection()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket as sockets
 import time
 from typing import Any, Callable
 
@@ -29,6 +30,8 @@ def send_command(address: str, command: str, arguments: dict[str, Any] | None = 
                  timeout: float = 3.0) -> ControlReply:
     """The supervisor's reply to `command`. NotRunning when none answers within `timeout`; CommandFailed when it
     refused (its reason is the message)."""
+    if _nobody_listens(address):
+        raise NotRunning(f"no supervisor listens on {address}")
     context = zmq.Context()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
@@ -59,6 +62,23 @@ async def ask(context: zmq.asyncio.Context, address: str, command: str, argument
     finally:
         socket.close(linger=0)
     return _checked(reply)
+
+
+def _nobody_listens(address: str) -> bool:
+    """True when `address` is an ipc:// socket that no process listens on (gone, or never made), which the kernel
+    says at once; ZeroMQ would wait out the whole timeout for an answer that cannot come (a second per `start`)."""
+    if not address.startswith("ipc://"):
+        return False
+    probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        probe.connect(address.removeprefix("ipc://"))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return True
+    except OSError:  # anything else (a path too long, say): let ZeroMQ try and time out as before
+        return False
+    finally:
+        probe.close()
+    return False
 
 
 def _checked(reply: Message) -> ControlReply:

@@ -30,10 +30,14 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Insert, Select
+
+from shared.settings import is_sqlite
 
 metadata = MetaData()
 
@@ -133,8 +137,9 @@ _SQLITE_KEYWORD_INDEX = [
     "INSERT INTO embeddings_fts(embeddings_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
 ]
 POSTGRESQL_TEXT_SEARCH_CONFIG = "english"
+_POSTGRESQL_KEYWORD_INDEX_NAME = "ix_embeddings_text_search"
 _POSTGRESQL_KEYWORD_INDEX = [
-    "CREATE INDEX IF NOT EXISTS ix_embeddings_text_search ON embeddings "
+    f"CREATE INDEX IF NOT EXISTS {_POSTGRESQL_KEYWORD_INDEX_NAME} ON embeddings "
     f"USING GIN (to_tsvector('{POSTGRESQL_TEXT_SEARCH_CONFIG}', text))",
 ]
 
@@ -154,6 +159,22 @@ def create_schema(engine: Engine) -> None:
             connection.exec_driver_sql(statement)
         if not existed:
             connection.exec_driver_sql("INSERT INTO embeddings_fts(embeddings_fts) VALUES ('rebuild')")
+
+
+def schema_created(engine: Engine) -> bool:
+    """True once `create_schema` has run on this database: every table and the keyword index are there (a reader
+    started alongside the writer waits for this). False also while the database cannot be opened at all."""
+    try:
+        with engine.connect() as connection:
+            found = inspect(connection)
+            tables = set(found.get_table_names())
+            if engine.dialect.name == "sqlite":
+                return set(metadata.tables) | {"embeddings_fts"} <= tables
+            return set(metadata.tables) <= tables and connection.exec_driver_sql(
+                "SELECT 1 FROM pg_indexes WHERE indexname = %(name)s", {"name": _POSTGRESQL_KEYWORD_INDEX_NAME}
+            ).first() is not None
+    except DBAPIError:
+        return False
 
 
 # Bound parameters per statement: below the 999 of SQLite builds before 3.32, with room for the other terms.
@@ -179,11 +200,6 @@ def first_column_page(engine: Engine, query: Select[Any], offset: int, limit: in
         query = query.limit(limit)
     with engine.connect() as connection:
         return [row[0] for row in connection.execute(query)]
-
-
-def is_sqlite(url: str) -> bool:
-    """True when `url` names a SQLite database (any sqlite driver); otherwise it is PostgreSQL."""
-    return url.startswith("sqlite")
 
 
 def sqlite_file(url: str) -> Path:

@@ -15,10 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasGenerator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.env"
+
+
+def is_sqlite(url: str) -> bool:
+    """True when `url` names a SQLite database (any sqlite driver); otherwise it is PostgreSQL."""
+    return url.startswith("sqlite")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -93,6 +97,7 @@ class Settings:
     log_level: str
     # portability and healing (workers/embedder/canary.py, supervision/backoff.py)
     weight_repack: Literal["auto", "on", "off"]
+    canary_dir: Path  # each model's canary verdicts: how its weights load on this CPU (CANARY_DIR)
     canary_timeout_seconds: float
     restart_backoff_initial_seconds: float
     restart_backoff_max_seconds: float
@@ -112,6 +117,8 @@ class Settings:
     @property
     def database_label(self) -> str:
         """The database for logs and status: its URL without the password."""
+        from sqlalchemy.engine import make_url  # here: SQLAlchemy is 0.3 s of every CLI command's start
+
         return make_url(self.database_url).render_as_string(hide_password=True)
 
     @property
@@ -139,10 +146,6 @@ class Settings:
         """The worker counts the operator set with `scale`, kept across stop and start."""
         return self.data_dir / "scale.json"
 
-    @property
-    def canary_dir(self) -> Path:
-        """Each model's canary verdicts: how its weights load on this CPU."""
-        return self.data_dir / "canary"
 
     @property
     def jobs_dir(self) -> Path:
@@ -246,6 +249,7 @@ class _Sources(BaseSettings):
     search_faiss_threads: int = 1
     log_level: str = "INFO"
     weight_repack: WeightRepack = Field("auto", validation_alias="LLAMA_WEIGHT_REPACK")
+    canary_dir: str = ""
     canary_timeout_seconds: float = 120.0
     restart_backoff_initial_seconds: float = 1.0
     restart_backoff_max_seconds: float = 60.0
@@ -274,7 +278,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
                                      "worker_bind_address", "worker_connect_address", "writer_bind_address",
                                      "gateway_processes",
                                      "writer_connect_address", "max_request_body_mb",
-                                     "ramdisk_path", "log_level", "memory_reserve_mb"})
+                                     "ramdisk_path", "log_level", "memory_reserve_mb", "canary_dir"})
     return Settings(
         **fields,
         data_dir=data_dir,
@@ -291,6 +295,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, str] | N
         writer_connect_address=raw.writer_connect_address or writer_bind.replace("*", "127.0.0.1"),
         max_request_body_bytes=int(raw.max_request_body_mb * 1024 * 1024),
         ramdisk_path=(PROJECT_ROOT / Path(raw.ramdisk_path).expanduser()).resolve(),
+        canary_dir=(PROJECT_ROOT / Path(raw.canary_dir or str(data_dir / "canary")).expanduser()).resolve(),
         log_level=raw.log_level.upper(),
         memory_reserve_bytes=int(raw.memory_reserve_mb * 1024 * 1024),
     )

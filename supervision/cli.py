@@ -33,6 +33,8 @@ from supervision.scale_state import read_scale_state
 from supervision.supervisor import Desired, Supervisor
 
 log = logging.getLogger("supervisor")
+# How often `start` asks whether the instance is ready: each ask costs the supervisor a status report (a few ms).
+_READY_POLL_SECONDS = 0.1
 
 
 def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
@@ -104,14 +106,14 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
         try:
             status = send_command(settings.control_address, "status", timeout=1.0).data
         except NotRunning:
-            time.sleep(0.2)
+            time.sleep(_READY_POLL_SECONDS)
             continue
         if status["ready"]:
             where = (f"http://{settings.listen_host}:{settings.listen_port}/" if runs(settings, "gateway")
                      else f"workers registered with {', '.join(settings.worker_connect_addresses)}")
             print(f"ready: {where} (supervisor pid {process.pid})")
             return 0
-        time.sleep(0.2)
+        time.sleep(_READY_POLL_SECONDS)
     print(f"not ready after STARTUP_TIMEOUT_SECONDS={settings.startup_timeout_seconds:g}; stopping", file=sys.stderr)
     cmd_stop(settings, args)
     return 1

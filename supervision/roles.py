@@ -14,8 +14,7 @@ to register with locally, so it must be told where the gateways are.
 from __future__ import annotations
 
 from shared.curve import is_tcp
-from shared.schema import is_sqlite
-from shared.settings import Settings
+from shared.settings import Settings, is_sqlite
 
 ALL_ROLES = ("gateway", "writer", "workers")
 

@@ -168,12 +168,12 @@ class Supervisor:
                 log.warning("%s (pid %d) did not stop in time; killing it", child.spec.name, child.pid)
                 child.kill()
         local_writer = runs(self._settings, "writer")
-        writer = self._ensure_single("writer", now) if local_writer else None
+        if local_writer:
+            self._ensure_single("writer", now)
         if runs(self._settings, "gateway"):
             if not local_writer:  # the writer is on another host: this one keeps its own search indexes
                 self._ensure_single("indexer", now)
-            if not local_writer or (writer is not None and writer.ready):  # they read what the writer creates
-                self._ensure_gateways(now)
+            self._ensure_gateways(now)  # with the writer: a gateway waits for its tables itself (gateway/app.py)
         if runs(self._settings, "workers"):
             self._refresh_installed(now)
             self._unload_idle(now)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import psutil
 
-from shared.control_client import send_command
+from shared.control_client import NotRunning, send_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,11 @@ class Service:
             # (auto) has its own test in test_supervisor.py.
             "WORKERS_PER_MODEL": "1",
         })
+        if "TEST_ENGINE_CRASH" not in self.env_overrides:
+            # Every service of the run shares the canary's verdicts (they are per model file and CPU, not per
+            # instance), as instances on one machine may: each start would otherwise run a canary child per model
+            # (a second or two of both cores). Services that crash their engine on purpose keep their own.
+            env["CANARY_DIR"] = str(self.models_dir / "canary-verdicts")
         env.update(self.env_overrides)
         return env
 
@@ -84,7 +89,7 @@ class Service:
         return send_command(f"ipc://{self.data_dir / 'run' / 'control.sock'}", "status", timeout=10).data
 
     def remember_pids(self) -> None:
-        status = self.status()
+        status = self.control_status()  # not the CLI: a `status` process costs a second and a half, twice a service
         self.known_pids |= {status["pid"], *(row["pid"] for row in status["processes"])}
 
     def workers(self, model: str | None = None) -> list[dict[str, Any]]:
@@ -102,7 +107,7 @@ class Service:
     def stop(self) -> None:
         try:
             self.remember_pids()
-        except AssertionError:
+        except NotRunning:  # stopped already (a test stopped it, or its start failed)
             pass
         self.cli("stop", check=False)
 

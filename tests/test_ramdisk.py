@@ -352,7 +352,8 @@ def test_without_rights_the_service_warns_once_and_serves_from_disk(tmp_path: Pa
     os.chown(data_dir, NOBODY, NOBODY)
     ram = tmp_path / "ramdisk"
     service = UnprivilegedService(data_dir, models_dir, {
-        "MODELS_TO_SERVE": MINILM, "USE_RAMDISK": "true", "RAMDISK_PATH": str(ram), "RAMDISK_SIZE_IN_GB": "0.25"})
+        "MODELS_TO_SERVE": MINILM, "USE_RAMDISK": "true", "RAMDISK_PATH": str(ram), "RAMDISK_SIZE_IN_GB": "0.25",
+        "CANARY_DIR": str(data_dir / "canary")})  # nobody may not write the run's shared verdicts
     try:
         started = service.cli("start")
         service.remember_pids()

@@ -8,8 +8,9 @@ module as a child (`python -m workers.embedder.canary`) with the loading it mean
 Repacking is a choice per model: on one AMX machine MiniLM (f16) ran 10% faster with it, SmolLM2 (Q4_1)
 crashed with it.
 
-Verdicts are kept in DATA_DIR/canary/<model>.json, keyed by the model file, the CPU, the llama.cpp build and
-the engine settings, so each combination is tried once; a lock makes a model's workers wait for one trial.
+Verdicts are kept in CANARY_DIR/<model>.json (default DATA_DIR/canary), keyed by the model file, the CPU, the
+llama.cpp build and the engine settings, so each combination is tried once; a lock makes a model's workers (and
+the instances sharing the folder) wait for one trial.
 """
 
 from __future__ import annotations
