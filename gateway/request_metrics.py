@@ -45,6 +45,11 @@ class RequestMetrics:
                                           time.perf_counter() - started)
 
     def _endpoint(self, scope: Scope) -> str:
+        routed = scope.get("route")  # the route Starlette's router matched and handed the request to
+        if routed is not None:
+            return str(getattr(routed, "path", UNMATCHED))
+        # Not routed (answered before the router, a 401 say): match here. Matching every request again cost
+        # ~70 us of the gateway's ~1 ms per request.
         partial = None
         for route in self._routes:
             match, _ = route.matches(scope)
