@@ -146,7 +146,6 @@ class Settings:
         """The worker counts the operator set with `scale`, kept across stop and start."""
         return self.data_dir / "scale.json"
 
-
     @property
     def jobs_dir(self) -> Path:
         """Document jobs, one folder each: the upload, its state file and, when done, the answer's zip."""
