@@ -6,6 +6,8 @@ L  llama.cpp's native llama-server (benchmarks/llama_server.py), single texts, w
 D  ours as configured by default, uncached single texts, wrk at concurrency 64; the gateway's CPU per request and
    the writer's CPU per row, from each process's own CPU time
 E  ours, the batch endpoint with 64 texts per request, 4 in flight, on a fresh service over A's own sentences
+H  uvicorn + Starlette alone (benchmarks/http_floor.py) at D's request rate on busy cores: the part of D's gateway
+   CPU per request that is the HTTP server's, which no change to the gateway's own code can remove
 W  ours with 1 worker of 2 threads, uncached at concurrency 64 (full runs only)
 B  llama-cpp-python's Python server and C  sentence-transformers (MiniLM), with --python-peers (data/bench-venv,
    made by `--setup`)
@@ -38,6 +40,7 @@ from typing import Any, Iterator
 
 import psutil
 
+from benchmarks import http_floor
 from benchmarks.llama_server import serve
 from benchmarks.loadgen import LoadResult, http_request, run_load
 from benchmarks.real_text import benchmark_sentences
@@ -193,6 +196,13 @@ def ours(model: str, models_dir: Path, texts: list[str], seconds: float, workers
     return _wrk_row(label, result, f"gateway {gateway_ms:.2f} ms CPU/request, writer {writer_ms:.2f} ms CPU/row")
 
 
+def http_server_floor(texts: list[str], rate: float) -> Row:
+    """H: the bare HTTP server's CPU per request at `rate` (D's), concurrency 64, on busy cores."""
+    seconds = max(8.0, 3 * http_floor.CONNECTIONS / rate)  # each connection answered a few times, not once
+    result, cpu_ms = http_floor.measure(texts, seconds, rate)
+    return _wrk_row("H uvicorn + Starlette alone at D's rate", result, f"{cpu_ms:.2f} ms CPU/request")
+
+
 def _wrk_row(case: str, result: WrkResult, note: str = "") -> Row:
     if result.errors:
         note = f"{note}; {result.errors} errors".strip("; ")
@@ -302,7 +312,8 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
         rows.append(python_server(path, entry.flash_attention, wrk_texts, p.wrk_seconds))
         if name == MINILM:
             rows.append(sentence_transformers(source_dir(entry, models_dir), engine_texts))
-    rows += [ours(name, models_dir, wrk_texts, p.wrk_seconds), batch_endpoint(name, models_dir, engine_texts)]
+    rows.append(ours(name, models_dir, wrk_texts, p.wrk_seconds))
+    rows += [http_server_floor(wrk_texts, rows[-1].texts_per_second), batch_endpoint(name, models_dir, engine_texts)]
     if not args.quick:
         rows.append(ours(name, models_dir, wrk_texts, p.wrk_seconds, workers="1"))
     print(f"{name}: ours done", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ more single-core process on every request, the very limit several gateways are t
 from __future__ import annotations
 
 import argparse
+import gc
 import socket
 import sys
 
@@ -41,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.listen_port, log_config=None,
                             access_log=False, timeout_graceful_shutdown=int(settings.stop_timeout_seconds))
     sockets = [socket.socket(fileno=args.listen_fd)] if args.listen_fd is not None else None
+    # Every request allocates a few hundred containers, so the collector ran a young-generation pass every
+    # couple of requests and now and then a full one over every module and cached vector: 2.5% of the
+    # gateway's CPU under load (perf). What exists now (imports, routes, settings) lives as long as the process:
+    # frozen out of every collection; and the young generation is collected every 20,000 allocations, not 700.
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
     uvicorn.Server(config).run(sockets=sockets)
     return 0
 

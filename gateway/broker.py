@@ -21,7 +21,7 @@ import zmq.asyncio
 from zmq.auth.thread import ThreadAuthenticator
 
 from gateway.errors import GatewayError, GatewayTimeout, Overloaded, Unavailable, WorkerFailed
-from gateway.zmq_sending import send_now
+from gateway.loop_socket import LoopSocket
 from shared.curve import check_bind, secure_server, start_authenticator, watch_handshakes
 from shared.model_health import answers_at_once, no_worker_reason, retry_after
 from shared.protocol import (
@@ -114,10 +114,9 @@ class Broker:
         self._address = bind_address or settings.worker_bind_address  # gateway process i's own (GATEWAY_PROCESSES)
         self._health = health  # the supervisor's word on a model without workers (supervisor_view.py)
         self._load_on_demand = load_on_demand  # LOAD_ON_DEMAND: gateway/on_demand.py
-        self._socket = context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
-        self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket = LoopSocket(context, zmq.ROUTER, self._receive)
+        self._socket.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a plain ROUTER drops unroutable messages silently
+        self._socket.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._context = context
         self._authenticator: ThreadAuthenticator | None = None
         self._workers: dict[bytes, WorkerState] = {}
@@ -136,11 +135,11 @@ class Broker:
         check_bind("WORKER_BIND_ADDRESS", address, secret)
         # The authenticator's sockets are blocking ones in a thread, on the same libzmq context (inproc ZAP).
         self._authenticator = start_authenticator(zmq.Context.shadow(self._context.underlying), secret)
-        secure_server(self._socket, address, secret)
-        self._socket.bind(address)
-        watch_handshakes(self._socket, address, secret, "gateway")
-        self._tasks = [asyncio.create_task(self._receive_loop(), name="broker-receive"),
-                       asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")]
+        secure_server(self._socket.socket, address, secret)
+        self._socket.socket.bind(address)
+        watch_handshakes(self._socket.socket, address, secret, "gateway")
+        self._socket.start()
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="broker-heartbeat")]
         log.info("broker listening for workers on %s", self._address)
 
     async def stop(self) -> None:
@@ -151,7 +150,7 @@ class Broker:
         for job in self._all_jobs():
             if not job.future.done():
                 job.future.set_exception(Unavailable("the gateway is shutting down"))
-        self._socket.close(linger=0)
+        self._socket.close()
         if self._authenticator is not None:
             self._authenticator.stop()
 
@@ -218,15 +217,22 @@ class Broker:
             counters.texts += len(texts) + len(job.token_ids)
         queue.append(job)
         self._dispatch(model)
-        timeout = self._settings.request_timeout_seconds
+        # One timer on the job's own future rather than wait_for(shield(...)), which adds a future, a waiter
+        # and their callbacks to every request.
+        deadline = loop.call_later(self._settings.request_timeout_seconds, self._expire, job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except TimeoutError:
-            self._abandon(job)
-            raise GatewayTimeout(f"no result within REQUEST_TIMEOUT_SECONDS={timeout:g}") from None
+            return await job.future
         except asyncio.CancelledError:
             self._abandon(job)  # the client went away: free the worker's credit
             raise
+        finally:
+            deadline.cancel()
+
+    def _expire(self, job: Job) -> None:
+        if not job.future.done():
+            timeout = self._settings.request_timeout_seconds
+            job.future.set_exception(GatewayTimeout(f"no result within REQUEST_TIMEOUT_SECONDS={timeout:g}"))
+            self._abandon(job)
 
     def _abandon(self, job: Job) -> None:
         queue = self._queues.get(job.model)
@@ -254,7 +260,7 @@ class Broker:
                 return  # _send declared the worker lost and requeued the job
 
     def _send(self, identity: bytes, message: Message) -> bool:
-        error = send_now(self._socket, [identity, *encode(message)])
+        error = self._socket.send([identity, *encode(message)])
         if error is None:
             return True
         # EHOSTUNREACH under ROUTER_MANDATORY (the peer is gone) or EAGAIN (it stopped reading).
@@ -262,18 +268,14 @@ class Broker:
             self._lose(identity, f"send failed: {error}")
         return False
 
-    async def _receive_loop(self) -> None:
-        while True:
-            identity, *frames = await self._socket.recv_multipart(copy=False)
-            try:
-                message = decode([frame.buffer for frame in frames])
-            except ProtocolError as exc:
-                log.warning("dropping malformed message from %r: %s", identity.bytes, exc)
-                continue
-            try:
-                self._handle(identity.bytes, message)
-            except Exception:  # one bad message must not stop the broker
-                log.exception("error handling %s", type(message).__name__)
+    def _receive(self, frames: list[bytes]) -> None:
+        identity, *rest = frames
+        try:
+            message = decode(rest)
+        except ProtocolError as exc:
+            log.warning("dropping malformed message from %r: %s", identity, exc)
+            return
+        self._handle(identity, message)  # LoopSocket logs what it raises: one bad message must not stop the broker
 
     def _handle(self, identity: bytes, message: Message) -> None:
         worker = self._workers.get(identity)

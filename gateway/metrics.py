@@ -44,11 +44,19 @@ class GatewayMetrics:
                                  "Time from request to the end of the response, by endpoint and method",
                                  ["endpoint", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._collector: ServiceCollector | None = None
+        # The labelled children per (endpoint, method, status): `labels()` takes a lock and builds its key on
+        # every call. Bounded: endpoints are route templates (request_metrics.py), statuses a few dozen.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and record how long it took, under its route's path template."""
-        self.requests.labels(endpoint, method, str(status)).inc()
-        self.latency.labels(endpoint, method).observe(seconds)
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.requests.labels(endpoint, method, str(status)),
+                                               self.latency.labels(endpoint, method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, services: Services) -> None:
         """Expose the counters of the broker, the embedding service and the writer link (once they exist)."""

@@ -21,8 +21,8 @@ import zmq
 import zmq.asyncio
 
 from gateway.errors import Unavailable
+from gateway.loop_socket import LoopSocket
 from gateway.row_journal import RowJournal
-from gateway.zmq_sending import send_now
 from shared.curve import secure_client
 from shared.protocol import (
     Ack,
@@ -59,8 +59,7 @@ class WriterLink:
     def __init__(self, settings: Settings, context: zmq.asyncio.Context, index: int = 0) -> None:
         self._settings = settings
         self._index = index
-        self._socket = context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket = LoopSocket(context, zmq.DEALER, self._receive)
         self._buffer: list[EmbeddingRow] = []
         self._unacked: dict[int, _Unacked] = {}
         self._ids = itertools.count(1)
@@ -74,10 +73,10 @@ class WriterLink:
 
     async def start(self) -> None:
         """Connect, start the ACK, re-send and ping loops, and hand the writer what a predecessor left journaled."""
-        secure_client(self._socket, self._settings.writer_connect_address, self._settings.cluster_secret)
-        self._socket.connect(self._settings.writer_connect_address)
-        self._tasks = [asyncio.create_task(self._ack_loop(), name="writer-acks"),
-                       asyncio.create_task(self._resend_loop(), name="writer-resend"),
+        secure_client(self._socket.socket, self._settings.writer_connect_address, self._settings.cluster_secret)
+        self._socket.socket.connect(self._settings.writer_connect_address)
+        self._socket.start()
+        self._tasks = [asyncio.create_task(self._resend_loop(), name="writer-resend"),
                        asyncio.create_task(self._ping_loop(), name="writer-ping")]
         # Gateway process 0 also adopts the journals of processes that no longer exist (GATEWAY_PROCESSES lowered).
         orphans = _orphan_journals(self._settings) if self._index == 0 else []
@@ -137,7 +136,7 @@ class WriterLink:
         future: asyncio.Future[Deleted] = asyncio.get_running_loop().create_future()
         self._deletes[request_id] = future
         try:
-            if send_now(self._socket, encode(Delete(request_id, target, name, model_name))) is not None:
+            if self._socket.send(encode(Delete(request_id, target, name, model_name))) is not None:
                 raise Unavailable("the writer is not reachable; retry shortly")
             reply = await asyncio.wait_for(future, self._settings.write_ack_timeout_seconds * 2)
         except TimeoutError:
@@ -149,26 +148,24 @@ class WriterLink:
         return reply
 
     def _send(self, message: Write | DocumentWrite) -> None:
-        if send_now(self._socket, encode(message)) is not None:
+        if self._socket.send(encode(message)) is not None:
             log.debug("writer not reachable; batch %d will be re-sent", message.batch_id)
 
-    async def _ack_loop(self) -> None:
-        while True:
-            frames = await self._socket.recv_multipart()
-            try:
-                message = decode(frames)
-            except ProtocolError as exc:
-                log.warning("dropping malformed message from writer: %s", exc)
-                continue
-            self.last_heard = time.monotonic()
-            if isinstance(message, Ack) and self._unacked.pop(message.batch_id, None) is not None:
-                self.acknowledged_rows += message.committed
-                self._journal.forget(message.batch_id)
-            elif isinstance(message, Deleted) and message.request_id in self._deletes:
-                self._deletes[message.request_id].set_result(message)
-            elif isinstance(message, Stored):
-                for listener in self.stored_listeners:
-                    listener(message)
+    def _receive(self, frames: list[bytes]) -> None:
+        try:
+            message = decode(frames)
+        except ProtocolError as exc:
+            log.warning("dropping malformed message from writer: %s", exc)
+            return
+        self.last_heard = time.monotonic()
+        if isinstance(message, Ack) and self._unacked.pop(message.batch_id, None) is not None:
+            self.acknowledged_rows += message.committed
+            self._journal.forget(message.batch_id)
+        elif isinstance(message, Deleted) and message.request_id in self._deletes:
+            self._deletes[message.request_id].set_result(message)
+        elif isinstance(message, Stored):
+            for listener in self.stored_listeners:
+                listener(message)
 
     async def _resend_loop(self) -> None:
         timeout = self._settings.write_ack_timeout_seconds
@@ -185,7 +182,7 @@ class WriterLink:
     async def _ping_loop(self) -> None:
         # The writer otherwise speaks only when it has rows to acknowledge; a PONG proves it alive when idle.
         while True:
-            if send_now(self._socket, encode(Ping())) is not None:
+            if self._socket.send(encode(Ping())) is not None:
                 log.debug("writer not reachable for a ping")
             await asyncio.sleep(self._settings.heartbeat_interval_seconds)
 
@@ -206,7 +203,7 @@ class WriterLink:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._socket.close(linger=0)
+        self._socket.close()
         self._journal.close()
 
 

@@ -147,3 +147,34 @@ def test_hashes_a_commit_reports_may_be_stored_at_once() -> None:
         assert hashes.maybe_stored("n", [digest("three")]) == [digest("three")]
         await hashes.stop()
     asyncio.run(run())
+
+
+def test_while_commits_are_reported_the_store_is_polled_only_as_a_backstop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stored_hashes, "BACKSTOP_POLLS", 5)
+
+    async def run() -> None:
+        store = Store()
+        hashes = await started(store)
+        reads_before = store.reads
+        for _ in range(20):  # a commit reported every poll interval (0.01 s), for 20 intervals
+            hashes.rows_stored(Stored(models=[], prefixes=[]))
+            await asyncio.sleep(0.01)
+        reads = store.reads - reads_before
+        await hashes.stop()
+        assert 2 <= reads <= 8  # one in every 5 intervals (timers are not exact), not one in every interval
+    asyncio.run(run())
+
+
+def test_a_row_whose_report_was_lost_is_read_by_the_backstop_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stored_hashes, "BACKSTOP_POLLS", 3)
+
+    async def run() -> None:
+        store = Store()
+        hashes = await started(store)
+        store.insert("m", "reported nowhere")
+        for _ in range(10):  # other commits keep being reported, this one never is
+            hashes.rows_stored(Stored(models=[], prefixes=[]))
+            await asyncio.sleep(0.01)
+        assert hashes.maybe_stored("m", [digest("reported nowhere")]) == [digest("reported nowhere")]
+        await hashes.stop()
+    asyncio.run(run())
