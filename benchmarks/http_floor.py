@@ -12,19 +12,16 @@ Run alone: `.venv/bin/python -m benchmarks.http_floor` (benchmarks/throughput.py
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.synchronize
 import os
-import socket
 import subprocess
 import sys
-import time
 from typing import Iterator
 
 import psutil
 
 from benchmarks.real_text import benchmark_sentences
 from benchmarks.scaleout import cpu_seconds
+from benchmarks.serving import wait_until_serving
 from benchmarks.wrk import WrkResult, run_wrk
 from tests.harness import free_port
 
@@ -53,29 +50,24 @@ async def embed(request: Request) -> Response:
                     media_type="application/json")
 
 
-app = Starlette(routes=[Route("/get_embedding_vector/", embed, methods=["POST"])])
+async def health(request: Request) -> Response:
+    return Response("ok")
+
+
+app = Starlette(routes=[Route("/get_embedding_vector/", embed, methods=["POST"]), Route("/health", health)])
 """
-
-
-def _spin(stop: multiprocessing.synchronize.Event) -> None:
-    while not stop.is_set():
-        sum(range(10_000))
 
 
 @contextlib.contextmanager
 def busy_cores() -> Iterator[None]:
     """One spinning process per core for the duration (what the embedding workers are during case D)."""
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    spinners = [context.Process(target=_spin, args=(stop,), daemon=True) for _ in range(os.cpu_count() or 1)]
-    for spinner in spinners:
-        spinner.start()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
         yield
     finally:
-        stop.set()
         for spinner in spinners:
-            spinner.join(10)
+            spinner.kill()
+            spinner.wait()
 
 
 @contextlib.contextmanager
@@ -85,14 +77,10 @@ def floor_server(delay: float) -> Iterator[tuple[str, int]]:
     command = [sys.executable, "-c", _APP + f"\nimport uvicorn\nuvicorn.run(app, host='127.0.0.1', port={port}, "
                "log_level='warning', access_log=False)\n", str(delay)]
     server = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with socket.create_connection(("127.0.0.1", port), 0.2):
-                    break
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", server.pid
+        wait_until_serving(server, "the bare uvicorn app", url, "/health", 30)
+        yield url, server.pid
     finally:
         server.terminate()
         server.wait(10)

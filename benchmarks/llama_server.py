@@ -15,12 +15,10 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
-
+from benchmarks.serving import wait_until_serving
 from tests.harness import PROJECT_ROOT, free_port
 
 CACHE = PROJECT_ROOT / "data" / "llama-server"
@@ -95,18 +93,7 @@ def serve(model_path: Path, *, weight_repack: bool = True, timeout: float = 120)
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {server.returncode}: {' '.join(command)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"llama-server did not become healthy within {timeout}s")
-            time.sleep(0.3)
+        wait_until_serving(server, "llama-server", url, "/health", timeout)
         yield url, server.pid
     finally:
         server.terminate()

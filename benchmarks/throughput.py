@@ -45,6 +45,7 @@ from benchmarks.llama_server import serve
 from benchmarks.loadgen import LoadResult, http_request, run_load
 from benchmarks.real_text import benchmark_sentences
 from benchmarks.scaleout import cpu_seconds, role_processes
+from benchmarks.serving import wait_until_serving
 from benchmarks.wrk import WrkResult, run_wrk
 from modelstore.catalogue import ModelEntry, load_catalogue
 from modelstore.install import ensure_installed, source_dir
@@ -234,7 +235,7 @@ def python_server(path: Path, flash_attention: bool, texts: list[str], seconds: 
                "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_http(port, "/v1/models", 120)
+        wait_until_serving(server, "llama_cpp.server", f"http://127.0.0.1:{port}", "/v1/models", 120)
         result = run_wrk(f"http://127.0.0.1:{port}", "/v1/embeddings", [{"input": t} for t in texts],
                          connections=64, seconds=seconds, timeout=60)
     finally:
@@ -265,20 +266,6 @@ def sentence_transformers(model_dir: Path, texts: list[str]) -> Row:
                           handle.name], capture_output=True, text=True, env=env, check=True)
     return Row("C sentence-transformers b=32", json.loads(out.stdout.strip().splitlines()[-1])["rate"],
                note="torch CPU float32")
-
-
-def _wait_http(port: int, path: str, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"nothing answered on port {port} within {timeout}s")
 
 
 # ---- the run -----------------------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ class WriterLink:
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
 
     async def start(self) -> None:
-        """Connect, start the ACK, re-send and ping loops, and hand the writer what a predecessor left journaled."""
+        """Connect, read the writer's answers on the loop, start the re-send and ping loops, and hand the writer
+        what a predecessor left journaled."""
         secure_client(self._socket.socket, self._settings.writer_connect_address, self._settings.cluster_secret)
         self._socket.socket.connect(self._settings.writer_connect_address)
         self._socket.start()
