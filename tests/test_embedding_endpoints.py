@@ -70,13 +70,26 @@ def test_smollm2_returns_576_dimensional_normalised_vectors(service: Service) ->
 
 
 def test_a_repeated_request_is_answered_from_the_cache_without_reaching_a_worker(service: Service) -> None:
+    def served() -> int:
+        return sum(w["texts"] for w in service.workers(MINILM))
+
+    def settled() -> int:  # earlier tests' texts may still be on their way into the counters
+        previous, current = -1, served()
+        while current != previous:
+            time.sleep(1.5)
+            previous, current = current, served()
+        return current
+
     text = "This sentence is embedded once and then served from the cache."
+    served_earlier = settled()
     first = service.embed(text, MINILM)
-    time.sleep(1.2)  # workers report their counters every second
-    served_before = sum(w["texts"] for w in service.workers(MINILM))
+    # Workers report their counters about every second; on a busy machine a report can come late, so wait for
+    # the one that counts the first request instead of sleeping a fixed time.
+    service.wait_for(lambda: served() > served_earlier, timeout=15, message="the worker's report of the first text")
+    served_before = served()
     second = service.embed(text, MINILM)
-    time.sleep(1.2)
-    served_after = sum(w["texts"] for w in service.workers(MINILM))
+    time.sleep(2.5)  # two report periods and more: a text the worker embedded would be counted by now
+    served_after = served()
     assert first["cached"] is False and second["cached"] is True
     assert second["embedding"] == first["embedding"]
     assert served_after == served_before
