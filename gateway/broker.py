@@ -25,6 +25,7 @@ from gateway.loop_socket import LoopSocket
 from shared.curve import check_bind, secure_server, start_authenticator, watch_handshakes
 from shared.model_health import answers_at_once, no_worker_reason, retry_after
 from shared.protocol import (
+    Answer,
     Bye,
     Cancel,
     Embed,
@@ -37,7 +38,7 @@ from shared.protocol import (
     Ready,
     RegisteredWorker,
     Reregister,
-    Result,
+    Results,
     Tokenize,
     Tokens,
     decode,
@@ -57,7 +58,7 @@ class Job:
     request_id: int
     model: str
     texts: list[str]
-    future: asyncio.Future[Result | Tokens]
+    future: asyncio.Future[Answer | Tokens]
     queued_at: float
     attempts: int = 0
     worker: bytes | None = None
@@ -174,10 +175,10 @@ class Broker:
         """How many requests of `model` are waiting for a worker."""
         return len(self._queues.get(model, ()))
 
-    async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Result:
+    async def embed(self, model: str, texts: list[str], token_ids: list[list[int]] | None = None) -> Answer:
         """Vectors for `texts` (or `token_ids`) from a worker of `model`; raises a GatewayError subclass on failure."""
         answer = await self._submit(model, texts, token_ids or [], None)
-        assert isinstance(answer, Result)  # the worker answers an EMBED with RESULT (a TOKENS would be a bug there)
+        assert isinstance(answer, Answer)  # the worker answers an EMBED in a RESULTS (a TOKENS would be a bug there)
         return answer
 
     async def tokenize(self, model: str, texts: list[str], add_special_tokens: bool) -> Tokens:
@@ -190,7 +191,7 @@ class Broker:
         return answer
 
     async def _submit(self, model: str, texts: list[str], token_ids: list[list[int]],
-                      add_special_tokens: bool | None) -> Result | Tokens:
+                      add_special_tokens: bool | None) -> Answer | Tokens:
         queue = self._queues.setdefault(model, deque())
         if not self.live_workers(model):
             health = self._health(model)
@@ -296,14 +297,19 @@ class Broker:
                 self._send(identity, Reregister())
             return
         worker.last_seen = time.monotonic()
-        if isinstance(message, Result):  # counted even when late: the worker did the work
-            counters = self._counters(worker.ready.model)
+        if isinstance(message, Results):
+            counters = self._counters(worker.ready.model)  # counted even when late: the worker did the work
             counters.tokens += sum(message.token_counts)
             counters.batch_sizes.update(message.batch_sizes)
-        if isinstance(message, (Result, Tokens, Failure)):
+            for request_id, answer in message.answers():
+                job = worker.in_flight.pop(request_id, None)
+                if job is not None and not job.future.done():
+                    job.future.set_result(answer)
+            self._dispatch(worker.ready.model)
+        elif isinstance(message, (Tokens, Failure)):
             job = worker.in_flight.pop(message.request_id, None)
             if job is not None and not job.future.done():
-                if isinstance(message, (Result, Tokens)):
+                if isinstance(message, Tokens):
                     job.future.set_result(message)
                 else:
                     job.future.set_exception(WorkerFailed(message.reason))

@@ -1,7 +1,7 @@
 """Prometheus metrics of the whole service, gathered in the gateway.
 
 The gateway is the one process that sees everything: HTTP requests (the middleware in request_metrics.py),
-the cache (EmbeddingService), the workers (the broker: READY, RESULT with token counts and the sizes of the
+the cache (EmbeddingService), the workers (the broker: READY, RESULTS with token counts and the sizes of the
 llama.cpp calls, losses) and the writer (acknowledged and unacknowledged rows). So one registry per app, with
 a collector that reads those counters when scraped, needs no shared value files. With GATEWAY_PROCESSES > 1
 each gateway counts its own share and the one scraped merges the others' (gateway/metrics_merge.py).

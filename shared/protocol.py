@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence, Union, get_args, get_origi
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: RESULTS answers several requests at once
 # A worker's exit code when its model cannot run here (every loading's canary failed): the supervisor marks the
 # model failed with the reason from the worker's last STATUS instead of restarting it into the same crash.
 EXIT_MODEL_UNUSABLE = 78  # EX_CONFIG in sysexits.h
@@ -36,7 +36,7 @@ class Kind(IntEnum):
     READY = 1
     HEARTBEAT = 2
     EMBED = 3
-    RESULT = 4
+    # 4 was protocol 1's RESULT (one request per message), replaced by RESULTS.
     FAILURE = 5
     CANCEL = 6
     BYE = 7
@@ -48,6 +48,7 @@ class Kind(IntEnum):
     CONTROL = 13
     CONTROL_REPLY = 14
     STORED = 15
+    RESULTS = 16
     DOCUMENT_WRITE = 20
     DELETE = 30
     DELETED = 31
@@ -99,18 +100,41 @@ class Embed:
 
 
 @dataclass(frozen=True)
-class Result:
-    """Worker → gateway: one L2-normalised float32 row per text, in order, and the tokens each used.
+class Answer:
+    """One request's share of a RESULTS: its L2-normalised float32 rows, one per text in order, and the tokens
+    each used. Not a message of its own: what the gateway hands the request that asked."""
 
-    `batch_sizes`: the sequences in each llama.cpp call the worker made since its previous RESULT (only the
-    worker knows how requests were grouped; the gateway's metrics report them).
+    vectors: np.ndarray
+    token_counts: list[int]
+
+
+@dataclass(frozen=True)
+class Results:
+    """Worker → gateway: the requests that one llama.cpp call finished, in one message.
+
+    Under load a call ends many single-text requests at once; one message for all of them, rather than one
+    per request, saves the gateway a receive, a decode and a wake-up per request. `rows[i]` of the stacked
+    `vectors` (and of the flat `token_counts`) belong to `request_ids[i]`, in order. `batch_sizes`: the
+    sequences in each llama.cpp call the worker made since its previous RESULTS (only the worker knows how
+    requests were grouped; the gateway's metrics report them).
     """
 
-    KIND: ClassVar[Kind] = Kind.RESULT
-    request_id: int
+    KIND: ClassVar[Kind] = Kind.RESULTS
+    request_ids: list[int]
+    rows: list[int]
     token_counts: list[int]
     vectors: np.ndarray = field(compare=False)
     batch_sizes: list[int] = field(default_factory=list)
+
+    def answers(self) -> list[tuple[int, Answer]]:
+        """Each request id with its answer; the vectors are views of this message's array, not copies."""
+        answers = []
+        start = 0
+        for request_id, count in zip(self.request_ids, self.rows):
+            end = start + count
+            answers.append((request_id, Answer(self.vectors[start:end], self.token_counts[start:end])))
+            start = end
+        return answers
 
 
 @dataclass(frozen=True)
@@ -435,7 +459,7 @@ class Pong:
 
 
 Message = Union[
-    Ready, Heartbeat, Embed, Result, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
+    Ready, Heartbeat, Embed, Results, Failure, Cancel, Bye, Fatal, Reregister, Write, Ack, Status, Control,
     ControlReply, Ping, Pong, DocumentWrite, Delete, Deleted, Tokenize, Tokens, Stored,
 ]
 _BY_KIND: dict[int, type] = {cls.KIND: cls for cls in get_args(Message)}
@@ -540,9 +564,9 @@ def _from_header(cls: type, header: dict[str, Any]) -> Message:
 def encode(message: Message) -> list[bytes]:
     """Frames for `message`, without any routing identity."""
     kind = bytes((message.KIND,))
-    if isinstance(message, Result):
+    if isinstance(message, Results):
         vectors = np.ascontiguousarray(message.vectors, dtype=np.float32)
-        header = {"request_id": message.request_id, "token_counts": message.token_counts,
+        header = {"request_ids": message.request_ids, "rows": message.rows, "token_counts": message.token_counts,
                   "shape": list(vectors.shape), "batch_sizes": message.batch_sizes}
         return [kind, msgpack.packb(header), vectors.tobytes()]
     return [kind, msgpack.packb(_header(message)) if _FIELDS[type(message)] else _EMPTY]
@@ -562,13 +586,18 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     if not isinstance(header, dict):
         raise ProtocolError(f"{cls.__name__} header is not a map")
     try:
-        if cls is Result:
+        if cls is Results:
             shape = tuple(header.pop("shape"))
             if len(frames) != 3:
-                raise ProtocolError("RESULT needs one vector frame")
+                raise ProtocolError("RESULTS needs one vector frame")
             vectors = np.frombuffer(frames[2], dtype=np.float32).reshape(shape)
             # A newer peer's extra fields are ignored.
-            return Result(vectors=vectors, **{k: v for k, v in header.items() if k in _FIELDS[Result] and k != "vectors"})
+            results = Results(vectors=vectors,
+                              **{k: v for k, v in header.items() if k in _FIELDS[Results] and k != "vectors"})
+            if len(results.rows) != len(results.request_ids) or sum(results.rows) != len(vectors) \
+                    or len(results.token_counts) != len(vectors):
+                raise ProtocolError("RESULTS rows, request ids, token counts and vectors do not match")
+            return results
         return _from_header(cls, header)
     except (TypeError, ValueError, KeyError) as exc:
         raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc

@@ -13,7 +13,7 @@ import zmq.asyncio
 
 from gateway.broker import Broker
 from gateway.errors import GatewayTimeout, Overloaded, Unavailable
-from shared.protocol import Cancel, Embed, Heartbeat, Message, Ready, Reregister, Result, decode, encode
+from shared.protocol import Cancel, Embed, Heartbeat, Message, Ready, Reregister, Results, decode, encode
 from shared.settings import Settings, load_settings
 
 MODEL = "m"
@@ -57,8 +57,13 @@ class FakeWorker:
 
     async def answer(self, embed: Embed, value: float = 1.0) -> None:
         vectors = np.full((len(embed.texts), 2), value, dtype=np.float32)
-        await self.socket.send_multipart(encode(Result(request_id=embed.request_id, token_counts=[1] * len(embed.texts),
-                                                       vectors=vectors)))
+        await self.answer_together([embed], [vectors])
+
+    async def answer_together(self, embeds: list[Embed], vectors: list[np.ndarray]) -> None:
+        """One RESULTS for all of `embeds`, as a worker sends the requests one llama.cpp call finished."""
+        await self.socket.send_multipart(encode(Results(
+            request_ids=[embed.request_id for embed in embeds], rows=[len(embed.texts) for embed in embeds],
+            token_counts=[1] * sum(len(embed.texts) for embed in embeds), vectors=np.vstack(vectors))))
 
 
 @pytest.fixture
@@ -101,6 +106,22 @@ async def test_a_request_goes_to_a_registered_worker_and_its_result_comes_back(t
     await worker.answer(embed, 0.5)
     result = await pending
     assert np.allclose(result.vectors, 0.5)
+    await broker.stop()
+
+
+@run
+async def test_one_results_for_two_requests_answers_each_with_its_own_vectors(tmp_path: Path,
+                                                                             context: zmq.asyncio.Context) -> None:
+    broker = await _broker(tmp_path, context)
+    worker = FakeWorker(context, broker._settings.worker_bind_address, "w1")
+    await worker.register()
+    pending = [asyncio.create_task(broker.embed(MODEL, texts)) for texts in (["a", "b"], ["c"])]
+    embeds = [await worker.receive_embed(), await worker.receive_embed()]
+    embeds.sort(key=lambda embed: len(embed.texts), reverse=True)  # the two-text request first, as sent
+    await worker.answer_together(embeds, [np.full((2, 2), 0.25, np.float32), np.full((1, 2), 0.75, np.float32)])
+    two, one = await asyncio.gather(*pending)
+    assert two.vectors.shape == (2, 2) and np.allclose(two.vectors, 0.25)
+    assert one.vectors.shape == (1, 2) and np.allclose(one.vectors, 0.75)
     await broker.stop()
 
 

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from shared.protocol import Cancel, Embed, Failure, Result, Tokenize, Tokens, decode
+from shared.protocol import Answer, Cancel, Embed, Failure, Message, Results, Tokenize, Tokens, decode
 from workers.embedder.compute import ComputeLoop, Finished, Inbox, Work
 
 _PIPES = itertools.count()
 
 
 class FakeEngine:
-    """Tokenises by characters; refuses any call that contains the text "boom"."""
+    """Tokenises by characters; a text's vector is (its first token, its length); refuses any call that contains
+    the text "boom"."""
 
     dimensions = 2
     max_sequences = 8
@@ -37,7 +38,7 @@ class FakeEngine:
     def embed(self, sequences: list[list[int]]) -> np.ndarray:
         if any(seq == [ord(c) for c in "boom"] for seq in sequences):
             raise RuntimeError("decode failed")
-        return np.ones((len(sequences), 2), dtype=np.float32)
+        return np.array([[seq[0], len(seq)] for seq in sequences], dtype=np.float32)
 
 
 class GatedEngine(FakeEngine):
@@ -86,14 +87,22 @@ def compute_thread(engine: FakeEngine, token_budget: int) -> Iterator[Pipes]:
         context.term()
 
 
+def _by_request(message: Message) -> list[tuple[int, object]]:
+    """Each request an answer on the pipe ends, with what it got: an Answer of a RESULTS, a FAILURE, TOKENS."""
+    if isinstance(message, Results):
+        return list(message.answers())
+    assert isinstance(message, (Failure, Tokens))
+    return [(message.request_id, message)]
+
+
 def _answers(pipes: Pipes, count: int) -> dict[int, object]:
     answers: dict[int, object] = {}
     while len(answers) < count:
         assert pipes.answers.poll(5000), f"no answer; got {answers}"
         envelope, *frames = pipes.answers.recv_multipart()
-        message = decode(frames)
-        assert Finished.unpack(envelope).request_id == message.request_id  # type: ignore[union-attr]  # only Result and Failure come back
-        answers[message.request_id] = message  # type: ignore[union-attr]  # only Result and Failure come back
+        ended = _by_request(decode(frames))
+        assert Finished.unpack(envelope).request_ids == tuple(request_id for request_id, _ in ended)
+        answers.update(ended)
     return answers
 
 
@@ -102,7 +111,24 @@ def test_the_finished_frame_counts_the_texts_and_tokens_of_a_result() -> None:
         pipes.inbox.put(Work(0, Embed(request_id=9, texts=["ab", "cde"])))
         assert pipes.answers.poll(5000)
         envelope, *_ = pipes.answers.recv_multipart()
-        assert Finished.unpack(envelope) == Finished(gateway=0, request_id=9, texts=2, tokens=5)
+        assert Finished.unpack(envelope) == Finished(gateway=0, request_ids=(9,), texts=2, tokens=5)
+
+
+def test_the_requests_one_call_finishes_come_back_in_one_results_each_with_its_own_rows() -> None:
+    engine = GatedEngine()
+    with compute_thread(engine, 64) as pipes:
+        pipes.inbox.put(Work(0, Embed(request_id=1, texts=["a"])))
+        assert engine.in_first_call.wait(5)
+        for request_id, texts in ((2, ["b", "c"]), (3, ["d"])):
+            pipes.inbox.put(Work(0, Embed(request_id=request_id, texts=texts)))
+        time.sleep(0.05)  # both wait for the call in progress, so they share the next one
+        engine.release.set()
+        first, second = (decode(pipes.answers.recv_multipart()[1:]) for _ in range(2))
+        assert engine.calls == [["a"], ["b", "c", "d"]]
+        assert isinstance(second, Results) and second.request_ids == [2, 3] and second.rows == [2, 1]
+        answers = dict(second.answers())
+        assert answers[2].token_counts == [1, 1] and answers[2].vectors.shape == (2, engine.dimensions)
+        assert answers[3].vectors.tolist() == [[ord("d"), 1]]
 
 
 def test_a_failed_llama_call_fails_its_requests_and_the_others_are_answered() -> None:
@@ -112,7 +138,7 @@ def test_a_failed_llama_call_fails_its_requests_and_the_others_are_answered() ->
             pipes.inbox.put(Work(0, Embed(request_id=request_id, texts=[text])))
         answers = _answers(pipes, 3)
         assert isinstance(answers[2], Failure) and "decode failed" in answers[2].reason
-        assert isinstance(answers[1], Result) and isinstance(answers[3], Result)
+        assert isinstance(answers[1], Answer) and isinstance(answers[3], Answer)
 
 
 def test_a_request_arriving_during_a_call_shares_the_next_call_with_queued_texts() -> None:
@@ -124,7 +150,7 @@ def test_a_request_arriving_during_a_call_shares_the_next_call_with_queued_texts
         time.sleep(0.05)  # let the message reach the loop's socket before the call ends
         engine.release.set()
         answers = _answers(pipes, 2)
-        assert all(isinstance(answer, Result) for answer in answers.values())
+        assert all(isinstance(answer, Answer) for answer in answers.values())
         assert engine.calls == [["a", "b"], ["c", "d"]]
 
 
@@ -148,7 +174,7 @@ def _answer_order(pipes: Pipes, count: int) -> list[int]:
     for _ in range(count):
         assert pipes.answers.poll(5000), f"no answer after {order}"
         _, *frames = pipes.answers.recv_multipart()
-        order.append(decode(frames).request_id)  # type: ignore[union-attr]  # only answers with a request id come back
+        order += [request_id for request_id, _ in _by_request(decode(frames))]
     return order
 
 

@@ -34,7 +34,7 @@ from shared.protocol import (
     Ready,
     RegisteredWorker,
     Reregister,
-    Result,
+    Results,
     SearchState,
     Status,
     Stored,
@@ -87,9 +87,9 @@ def test_struct_fields_travel_as_arrays_not_maps() -> None:
     assert header["search"] == [["m", 2, 10, "exact", 1, True]]
 
 
-def test_the_examples_cover_every_message_type_but_result() -> None:
-    # Result carries a raw vector frame and has tests of its own below.
-    assert {type(m) for m in MESSAGES} == set(get_args(Message)) - {Result}
+def test_the_examples_cover_every_message_type_but_results() -> None:
+    # Results carries a raw vector frame and has tests of its own below.
+    assert {type(m) for m in MESSAGES} == set(get_args(Message)) - {Results}
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
@@ -99,22 +99,38 @@ def test_every_message_round_trips(message: Message) -> None:
 
 def test_vectors_travel_as_one_raw_float32_frame() -> None:
     vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
-    frames = encode(Result(request_id=1, token_counts=[1, 2, 3], vectors=vectors))
+    frames = encode(Results(request_ids=[1], rows=[3], token_counts=[1, 2, 3], vectors=vectors))
     assert len(frames) == 3 and frames[2] == vectors.tobytes()
     decoded = decode(frames)
-    assert isinstance(decoded, Result)
+    assert isinstance(decoded, Results)
     assert decoded.vectors.dtype == np.float32 and np.array_equal(decoded.vectors, vectors)
     assert decoded.token_counts == [1, 2, 3]
 
 
+def test_results_give_each_request_its_own_rows_and_token_counts_in_order() -> None:
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    decoded = decode(encode(Results(request_ids=[7, 5], rows=[2, 1], token_counts=[4, 5, 6], vectors=vectors)))
+    assert isinstance(decoded, Results)
+    (first_id, first), (second_id, second) = decoded.answers()
+    assert (first_id, first.token_counts, first.vectors.tolist()) == (7, [4, 5], vectors[:2].tolist())
+    assert (second_id, second.token_counts, second.vectors.tolist()) == (5, [6], vectors[2:].tolist())
+
+
+def test_results_whose_rows_do_not_add_up_to_its_vectors_raise_protocol_error() -> None:
+    vectors = np.zeros((3, 4), dtype=np.float32)
+    with pytest.raises(ProtocolError):
+        decode(encode(Results(request_ids=[1, 2], rows=[1, 1], token_counts=[1, 1, 1], vectors=vectors)))
+
+
 def test_decoded_vectors_are_a_view_of_the_received_frame_not_a_copy() -> None:
     vectors = np.arange(8, dtype=np.float32).reshape(2, 4)
-    frames = encode(Result(request_id=1, token_counts=[1, 1], vectors=vectors))
+    frames = encode(Results(request_ids=[1], rows=[2], token_counts=[1, 1], vectors=vectors))
     received = bytearray(frames[2])  # a frame as ZeroMQ hands it over (copy=False gives a buffer)
     decoded = decode([frames[0], frames[1], memoryview(received)])
-    assert isinstance(decoded, Result)
+    assert isinstance(decoded, Results)
     received[:4] = np.float32(42.0).tobytes()  # a change to the frame shows through: no copy was made
     assert decoded.vectors[0, 0] == 42.0
+    assert decoded.answers()[0][1].vectors[0, 0] == 42.0
 
 
 def test_the_type_is_read_from_the_first_byte_without_decoding() -> None:
@@ -129,7 +145,8 @@ def test_the_type_is_read_from_the_first_byte_without_decoding() -> None:
     [b"\x03", b"\xc1"],
     [b"\x03", msgpack.packb([1, 2])],
     [b"\x03", msgpack.packb({"request_id": 1})],
-    [bytes((Kind.RESULT,)), msgpack.packb({"request_id": 1, "token_counts": [], "shape": [2, 2]})],
+    [bytes((Kind.RESULTS,)), msgpack.packb({"request_ids": [1], "rows": [2], "token_counts": [1, 1],
+                                            "shape": [2, 2]})],
 ], ids=["empty", "no header", "unknown type", "bad msgpack", "not a map", "missing field", "missing vectors"])
 def test_malformed_frames_raise_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError):

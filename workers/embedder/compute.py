@@ -3,9 +3,10 @@
 Work arrives from the I/O thread as decoded messages on a queue (the I/O thread had to decode an EMBED to
 learn its request id, so it is decoded once). Between two llama.cpp calls the thread takes in everything that
 has arrived, so new requests ride in the next call (continuous batching, see batcher.py), and each request
-gets its RESULT as soon as its last text is done. Answers go back over an inproc PAIR (the I/O thread waits
-on ZeroMQ sockets, and sockets never cross threads), encoded once for the wire, behind a small `Finished`
-frame that tells the I/O thread what it counts, so it forwards the message without decoding it. A TOKENIZE
+ends as soon as its last text is done: the requests one call finishes go back to each gateway in one RESULTS.
+Answers go back over an inproc PAIR (the I/O thread waits on ZeroMQ sockets, and sockets never cross
+threads), encoded once for the wire, behind a small `Finished` frame that tells the I/O thread what it counts,
+so it forwards the message without decoding it. A TOKENIZE
 (POST /tokenize) is answered as soon as it is taken in, with no llama.cpp call.
 """
 
@@ -20,12 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from shared.protocol import Cancel, Embed, Failure, Result, Tokenize, Tokens, encode
+from shared.protocol import Cancel, Embed, Failure, Results, Tokenize, Tokens, encode
 from workers.embedder.batcher import Item, TextQueue
 from workers.embedder.engine import Engine
 
 log = logging.getLogger(__name__)
-_FINISHED = struct.Struct("<qqqq")  # gateway, request id, texts, tokens
+_FINISHED = struct.Struct("<qqq")  # gateway, texts, tokens; then the request ids
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,24 @@ _Key = tuple[int, int]  # (gateway, request id)
 
 @dataclass(frozen=True)
 class Finished:
-    """In front of every answer on the pipe: the gateway and request it ends and, for a RESULT, what it held."""
+    """In front of every answer on the pipe: the gateway and requests it ends and, for RESULTS, what they held."""
 
     gateway: int
-    request_id: int
+    request_ids: tuple[int, ...]
     texts: int = 0
     tokens: int = 0
 
     def pack(self) -> bytes:
-        """The frame's 32 bytes: gateway, request id, texts and tokens as little-endian 64-bit integers."""
-        return _FINISHED.pack(self.gateway, self.request_id, self.texts, self.tokens)
+        """Gateway, texts, tokens and the request ids as little-endian 64-bit integers."""
+        ids = struct.pack(f"<{len(self.request_ids)}q", *self.request_ids)
+        return _FINISHED.pack(self.gateway, self.texts, self.tokens) + ids
 
     @classmethod
     def unpack(cls, frame: bytes) -> Finished:
         """The Finished that a frame made by pack() holds."""
-        return cls(*_FINISHED.unpack(frame))
+        gateway, texts, tokens = _FINISHED.unpack_from(frame)
+        ids = struct.unpack_from(f"<{(len(frame) - _FINISHED.size) // 8}q", frame, _FINISHED.size)
+        return cls(gateway, ids, texts, tokens)
 
 
 @dataclass
@@ -76,7 +80,7 @@ class ComputeLoop:
         self._pipe = pipe
         self._queue = TextQueue(token_budget, engine.max_sequences)
         self._jobs: dict[_Key, _Job] = {}
-        self._batch_sizes: list[int] = []  # llama.cpp calls since the last RESULT, reported with the next one
+        self._batch_sizes: list[int] = []  # llama.cpp calls since the last RESULTS, reported with the next one
 
     def run(self, window: float) -> None:
         """Serve until the I/O thread puts None in the inbox. `window`: how long an idle loop gathers before a call."""
@@ -129,7 +133,7 @@ class ComputeLoop:
                    vectors=np.empty((len(token_lists), self._engine.dimensions), dtype=np.float32))
         key = (gateway, message.request_id)
         if not token_lists:  # a request with no texts is answered at once
-            self._send_result(key, job)
+            self._send_results(gateway, [(message.request_id, job)])
             return
         self._jobs[key] = job
         self._queue.extend(Item(key, i, tokens) for i, tokens in enumerate(token_lists))
@@ -156,6 +160,7 @@ class ComputeLoop:
                     self._send(key[0], Failure(request_id=key[1], reason=f"llama.cpp: {exc}"))
             return
         self._batch_sizes.append(len(group))
+        done: dict[int, list[tuple[int, _Job]]] = {}  # per gateway: the requests this call finished
         for row, item in enumerate(group):
             key = item.request
             job = self._jobs.get(key)
@@ -165,16 +170,19 @@ class ComputeLoop:
             job.texts_left -= 1
             if job.texts_left == 0:
                 del self._jobs[key]
-                self._send_result(key, job)
+                done.setdefault(key[0], []).append((key[1], job))
+        for gateway, jobs in done.items():
+            self._send_results(gateway, jobs)
 
-    def _send_result(self, key: _Key, job: _Job) -> None:
-        self._send(key[0], Result(request_id=key[1], token_counts=job.token_counts, vectors=job.vectors,
-                                  batch_sizes=self._batch_sizes))
+    def _send_results(self, gateway: int, jobs: list[tuple[int, _Job]]) -> None:
+        """One RESULTS to `gateway` for these finished (request id, job) pairs."""
+        vectors = jobs[0][1].vectors if len(jobs) == 1 else np.concatenate([job.vectors for _, job in jobs])
+        token_counts = [count for _, job in jobs for count in job.token_counts]
+        message = Results(request_ids=[request_id for request_id, _ in jobs], rows=[len(job.vectors) for _, job in jobs],
+                          token_counts=token_counts, vectors=vectors, batch_sizes=self._batch_sizes)
         self._batch_sizes = []
-
-    def _send(self, gateway: int, message: Result | Failure | Tokens) -> None:
-        if isinstance(message, Result):
-            finished = Finished(gateway, message.request_id, len(message.token_counts), sum(message.token_counts))
-        else:
-            finished = Finished(gateway, message.request_id)
+        finished = Finished(gateway, tuple(message.request_ids), len(token_counts), sum(token_counts))
         self._pipe.send_multipart([finished.pack(), *encode(message)])
+
+    def _send(self, gateway: int, message: Failure | Tokens) -> None:
+        self._pipe.send_multipart([Finished(gateway, (message.request_id,)).pack(), *encode(message)])

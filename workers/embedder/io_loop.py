@@ -129,9 +129,10 @@ def run_io_loop(settings: Settings, stop: StopFlag, identity: WorkerIdentity, re
                 while pipe.poll(0):
                     envelope, *frames = pipe.recv_multipart()
                     finished = Finished.unpack(envelope)
-                    in_flight.discard((finished.gateway, finished.request_id))
-                    if kind_of(frames) == Kind.RESULT:
-                        counters["requests"] += 1
+                    for request_id in finished.request_ids:
+                        in_flight.discard((finished.gateway, request_id))
+                    if kind_of(frames) == Kind.RESULTS:
+                        counters["requests"] += len(finished.request_ids)
                         counters["texts"] += finished.texts
                         counters["tokens"] += finished.tokens
                     link = links[finished.gateway]
