@@ -126,16 +126,22 @@ deletions = Table(
 )
 
 # Keyword search (gateway/search/keyword.py). SQLite: an FTS5 index over `embeddings.text` (external content:
-# the text is not stored twice), kept in step by triggers, so every write path (rows, documents, deletes)
-# updates it in the writer's own transaction; BM25 ranks. PostgreSQL: a GIN index on the text's tsvector.
+# the text is not stored twice), updated in the writer's own transaction; BM25 ranks. PostgreSQL: a GIN index
+# on the text's tsvector.
+# New rows enter the FTS index in one statement per insert (SQLITE_KEYWORD_INDEX_NEW_ROWS, run by the writer's
+# insert_rows, the one way rows are inserted), not by a trigger per row: measured on real sentences, 10 rows
+# per commit, the trigger cost 0.10 ms CPU per row and the one statement 0.06 (FTS5 writes its pending terms
+# out at every statement of a transaction, so a trigger fired per row of an executemany makes a segment per
+# row). Deletes stay with a trigger: every delete path then updates the index.
 _SQLITE_KEYWORD_INDEX = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS embeddings_fts USING fts5("
     "text, content='embeddings', content_rowid='id', tokenize='porter unicode61')",
-    "CREATE TRIGGER IF NOT EXISTS embeddings_fts_insert AFTER INSERT ON embeddings BEGIN "
-    "INSERT INTO embeddings_fts(rowid, text) VALUES (new.id, new.text); END",
+    "DROP TRIGGER IF EXISTS embeddings_fts_insert",  # a database from before the insert statement
     "CREATE TRIGGER IF NOT EXISTS embeddings_fts_delete AFTER DELETE ON embeddings BEGIN "
     "INSERT INTO embeddings_fts(embeddings_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
 ]
+# The rows from id ? on, just inserted (ids only grow on SQLite: see workers/writer/store.py), into the FTS index.
+SQLITE_KEYWORD_INDEX_NEW_ROWS = "INSERT INTO embeddings_fts(rowid, text) SELECT id, text FROM embeddings WHERE id >= ?"
 POSTGRESQL_TEXT_SEARCH_CONFIG = "english"
 _POSTGRESQL_KEYWORD_INDEX_NAME = "ix_embeddings_text_search"
 _POSTGRESQL_KEYWORD_INDEX = [

@@ -61,6 +61,7 @@ class Settings:
     batch_window_ms: float
     db_write_batch_size: int
     db_flush_interval_ms: float
+    db_commit_interval_ms: float
     max_retries: int
     retry_delay_base_seconds: float
     jitter_factor: float
@@ -217,6 +218,7 @@ class _Sources(BaseSettings):
     batch_window_ms: float = 0.0
     db_write_batch_size: int = 128
     db_flush_interval_ms: float = 100.0
+    db_commit_interval_ms: float = 250.0
     max_retries: int = 10
     retry_delay_base_seconds: float = 0.05
     jitter_factor: float = 0.1

@@ -24,9 +24,8 @@ from workers.writer.store import (
     EmbeddingStore,
     collection_memberships,
     column_time,
-    embedding_values,
     insert_memberships,
-    with_new_ids,
+    insert_rows,
 )
 
 
@@ -52,11 +51,7 @@ def _write(connection: Connection, message: DocumentWrite) -> int:
         request_time=column_time(document.request_time), response_time=column_time(document.response_time),
         total_time=document.total_time,
     ))
-    inserted = 0
-    if message.rows:
-        statement = insert_ignoring_duplicates(connection, embeddings, ["text_hash", "model_name"])
-        values = [{**embedding_values(row), "document_id": document_id} for row in message.rows]
-        inserted = connection.execute(statement, with_new_ids(connection, values)).rowcount or 0
+    inserted = insert_rows(connection, message.rows, document_id)
     for chunk in parameter_chunks(message.text_hashes):
         connection.execute(update(embeddings).where(
             embeddings.c.model_name == model, embeddings.c.document_id.is_(None),

@@ -1,7 +1,8 @@
 """The writer's main loop: receive WRITE batches, commit them in groups, acknowledge after commit.
 
-Rows arrive already grouped by the gateway; the writer merges whatever arrived within DB_FLUSH_INTERVAL_MS
-(or up to DB_WRITE_BATCH_SIZE rows) into one transaction, because SQLite's cost is per commit, not per row.
+Rows arrive already grouped by the gateway (every DB_FLUSH_INTERVAL_MS); the writer merges whatever arrived within
+DB_COMMIT_INTERVAL_MS of the first (or up to DB_WRITE_BATCH_SIZE rows) into one transaction, because much of a
+commit's cost is per commit, not per row.
 An ACK is sent only after the commit, so the gateway re-sends anything a killed writer had not committed.
 A database that stops answering (PostgreSQL restarting, SQLite locked past every retry) does not kill the
 writer: it keeps what it holds, retries every second and goes on receiving, so nothing is lost
@@ -97,14 +98,14 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     pending = _Pending()
     gateways = _Gateways(settings.heartbeat_interval_seconds * settings.heartbeat_liveness)
     committed = 0
-    flush_interval = settings.db_flush_interval_ms / 1000
+    commit_interval = settings.db_commit_interval_ms / 1000
     next_status = 0.0
     retry_at = 0.0
     down_since: float | None = None
     log.info("writer ready on %s, database %s", settings.writer_bind_address, settings.database_label)
     try:
         while not stop.is_set():
-            flush_at = max(pending.since + (0 if pending.overdue else flush_interval), retry_at)
+            flush_at = max(pending.since + (0 if pending.overdue else commit_interval), retry_at)
             timeout_ms = 100 if not pending.batches else max(0, int((flush_at - time.monotonic()) * 1000))
             if socket.poll(timeout_ms):
                 while True:
@@ -127,7 +128,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                         committed += flushed
                         socket.send_multipart([identity, *encode(reply)])
             due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
-                                       or time.monotonic() - pending.since >= flush_interval)
+                                       or time.monotonic() - pending.since >= commit_interval)
             if due and time.monotonic() >= retry_at:
                 try:
                     committed += _flush(store, socket, pending, indexer, gateways)

@@ -7,7 +7,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from shared.protocol import EmbeddingRow
 from shared.schema import (
     COLLECTION,
+    SQLITE_KEYWORD_INDEX_NEW_ROWS,
     create_schema,
     database_engine,
     deletions,
@@ -57,7 +58,19 @@ def column_time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
 
 
-def embedding_values(row: EmbeddingRow) -> dict[str, Any]:
+def _sqlite_time(value: float | None) -> str | None:
+    """A time (Unix seconds) as SQLAlchemy's SQLite DateTime stores it, so that reads through it parse it back."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+# The columns an embeddings row is inserted with, in the order of `_column_values`.
+_COLUMNS = ("text", "text_hash", "model_name", "embedding", "dimensions", "ip_address", "request_time",
+            "response_time", "total_time", "document_id")
+
+
+def _column_values(row: EmbeddingRow, document_id: int | None) -> dict[str, Any]:
     """The `embeddings` columns of a row as the gateway sends it (times as Unix seconds): the one mapping."""
     return {
         "text": row.text,
@@ -69,28 +82,45 @@ def embedding_values(row: EmbeddingRow) -> dict[str, Any]:
         "request_time": column_time(row.request_time),
         "response_time": column_time(row.response_time),
         "total_time": row.total_time,
-        "document_id": row.document_id,
+        "document_id": document_id if document_id is not None else row.document_id,
     }
 
 
 _LARGEST_ID = (f"SELECT max(coalesce((SELECT max(id) FROM {embeddings.name}), 0), "
                f"coalesce((SELECT max(row_id) FROM {deletions.name}), 0))")
+_SQLITE_INSERT = (f"INSERT INTO {embeddings.name} (id, {', '.join(_COLUMNS)}) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
+                  "ON CONFLICT (text_hash, model_name) DO NOTHING")
 
 
-def with_new_ids(connection: Connection, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`values` with row ids above every id ever used, on SQLite.
+def insert_rows(connection: Connection, rows: Sequence[EmbeddingRow], document_id: int | None = None) -> int:
+    """Insert `rows` (with `document_id` when given); those already stored (same text_hash and model) are left as
+    they are. Returns how many were new.
 
-    SQLite gives a new row the largest id in the table plus one, so after the newest rows are deleted their ids
-    come back; but ids must only grow: the indexer holds "every row up to id N" and the deletions log names
-    rows by id, so a reused id would be skipped by the index, or removed from it as the deleted row. PostgreSQL's
-    sequence never hands an id out twice. (The writer is the only writer: nothing races for the next id.)
+    On SQLite the rows go to the driver as tuples in one executemany, past SQLAlchemy's per-row parameter
+    handling (dicts, a bind processor per time column), and then into the keyword index in one statement
+    (shared/schema.py says why not by trigger). On PostgreSQL SQLAlchemy batches the rows into multi-row
+    INSERTs, which the driver's executemany would not, and the GIN index follows by itself.
+
+    On SQLite every row gets an id above every id ever used. SQLite gives a new row the largest id in the table
+    plus one, so after the newest rows are deleted their ids come back; but ids must only grow: the indexer holds
+    "every row up to id N" and the deletions log names rows by id, so a reused id would be skipped by the index,
+    or removed from it as the deleted row. PostgreSQL's sequence never hands an id out twice. (The writer is the
+    only writer: nothing races for the next id.)
     """
-    if connection.dialect.name != "sqlite" or not values:
-        return values
-    # Plain SQL: built, keyed and compiled by SQLAlchemy at every commit, this query was a fifth of the writer's
-    # CPU under load (py-spy).
+    if not rows:
+        return 0
+    if connection.dialect.name != "sqlite":
+        statement = insert_ignoring_duplicates(connection, embeddings, ["text_hash", "model_name"])
+        return connection.execute(statement, [_column_values(row, document_id) for row in rows]).rowcount or 0
     start = int(connection.exec_driver_sql(_LARGEST_ID).scalar() or 0) + 1
-    return [{**value, "id": start + offset} for offset, value in enumerate(values)]
+    values = [(start + offset, row.text, row.text_hash, row.model_name, row.embedding, row.dimensions, row.ip_address,
+               _sqlite_time(row.request_time), _sqlite_time(row.response_time), row.total_time,
+               document_id if document_id is not None else row.document_id)
+              for offset, row in enumerate(rows)]
+    inserted = connection.exec_driver_sql(_SQLITE_INSERT, values).rowcount or 0
+    if inserted:
+        connection.exec_driver_sql(SQLITE_KEYWORD_INDEX_NEW_ROWS, (start,))
+    return inserted
 
 
 def insert_memberships(connection: Connection, values: list[dict[str, str]]) -> None:
@@ -112,32 +142,38 @@ class EmbeddingStore:
     def __init__(self, database_url: str, retry: RetryPolicy) -> None:
         self._engine = database_engine(database_url)
         self._retry = retry
-        self._insert = insert_ignoring_duplicates(self._engine, embeddings, ["text_hash", "model_name"])
         create_schema(self._engine)
+        # SQLite: one connection held for the writer's life; a checkout from the pool per commit (and its reset on
+        # return) was a tenth of the writer's CPU under load. PostgreSQL: a checkout per transaction, pinged
+        # first, so that a restarted server is connected to again.
+        self._held = self._engine.connect() if self._engine.dialect.name == "sqlite" else None
 
     def insert_embeddings(self, rows: list[EmbeddingRow]) -> int:
         """Insert rows in one transaction; rows already present (same text_hash and model) are left as they are."""
         if not rows:
             return 0
-        values = [embedding_values(row) for row in rows]
 
-        def write() -> int:
-            with self._engine.begin() as connection:
-                inserted = connection.execute(self._insert, with_new_ids(connection, values)).rowcount or 0
-                insert_memberships(connection, collection_memberships(rows))
-                return inserted
+        def write(connection: Connection) -> int:
+            inserted = insert_rows(connection, rows)
+            insert_memberships(connection, collection_memberships(rows))
+            return inserted
 
-        return self._retry.run(write)
+        return self.run_in_transaction(write)
 
     def run_in_transaction(self, work: Callable[[Connection], T]) -> T:
         """`work` in one write transaction, retried while the database is locked (document writes)."""
 
         def attempt() -> T:
-            with self._engine.begin() as connection:
-                return work(connection)
+            if self._held is None:
+                with self._engine.begin() as connection:
+                    return work(connection)
+            with self._held.begin():
+                return work(self._held)
 
         return self._retry.run(attempt)
 
     def close(self) -> None:
         """Close the read-write connection (the engine's whole pool)."""
+        if self._held is not None:
+            self._held.close()
         self._engine.dispose()
