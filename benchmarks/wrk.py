@@ -9,6 +9,7 @@ lets a run go round a small set instead (cached hits).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -65,8 +66,9 @@ def run_wrk(url: str, path: str, bodies: list[dict[str, object]], *, connections
         script = Path(folder) / "bodies.lua"
         script.write_text(_SCRIPT % {"bodies": lines, "threads": threads, "cycle": "true" if cycle else "false",
                                      "path": path})
-        out = subprocess.run([ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-                              "--timeout", f"{timeout:g}s", "--latency", "-s", str(script), url],
+        # wrk reads whole seconds only ("20.6s" is an error): rounded up.
+        out = subprocess.run([ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{math.ceil(seconds)}s",
+                              "--timeout", f"{math.ceil(timeout)}s", "--latency", "-s", str(script), url],
                              check=True, capture_output=True, text=True).stdout
     return _parse(out)
 

@@ -113,10 +113,11 @@ class Results:
     """Worker → gateway: the requests that one llama.cpp call finished, in one message.
 
     Under load a call ends many single-text requests at once; one message for all of them, rather than one
-    per request, saves the gateway a receive, a decode and a wake-up per request. `rows[i]` of the stacked
-    `vectors` (and of the flat `token_counts`) belong to `request_ids[i]`, in order. `batch_sizes`: the
-    sequences in each llama.cpp call the worker made since its previous RESULTS (only the worker knows how
-    requests were grouped; the gateway's metrics report them).
+    per request, saves the gateway a receive, a decode and a wake-up per request. `vectors` stacks the requests'
+    rows in order: the first `rows[0]` rows (and entries of the flat `token_counts`) are `request_ids[0]`'s,
+    the next `rows[1]` are `request_ids[1]`'s, and so on. `batch_sizes`: the sequences in each llama.cpp call
+    the worker made since its previous RESULTS (only the worker knows how requests were grouped; the gateway's
+    metrics report them).
     """
 
     KIND: ClassVar[Kind] = Kind.RESULTS

@@ -6,8 +6,8 @@ has arrived, so new requests ride in the next call (continuous batching, see bat
 ends as soon as its last text is done: the requests one call finishes go back to each gateway in one RESULTS.
 Answers go back over an inproc PAIR (the I/O thread waits on ZeroMQ sockets, and sockets never cross
 threads), encoded once for the wire, behind a small `Finished` frame that tells the I/O thread what it counts,
-so it forwards the message without decoding it. A TOKENIZE
-(POST /tokenize) is answered as soon as it is taken in, with no llama.cpp call.
+so it forwards the message without decoding it. A TOKENIZE (POST /tokenize) is answered as soon as it is taken
+in, with no llama.cpp call.
 """
 
 from __future__ import annotations

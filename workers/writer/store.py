@@ -65,7 +65,7 @@ def _sqlite_time(value: float | None) -> str | None:
     return datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-# The columns an embeddings row is inserted with, in the order of `_column_values`.
+# The columns an embeddings row is inserted with on SQLite, after its id, in the order of insert_rows' tuples.
 _COLUMNS = ("text", "text_hash", "model_name", "embedding", "dimensions", "ip_address", "request_time",
             "response_time", "total_time", "document_id")
 
@@ -98,8 +98,8 @@ def insert_rows(connection: Connection, rows: Sequence[EmbeddingRow], document_i
 
     On SQLite the rows go to the driver as tuples in one executemany, past SQLAlchemy's per-row parameter
     handling (dicts, a bind processor per time column), and then into the keyword index in one statement
-    (shared/schema.py says why not by trigger). On PostgreSQL SQLAlchemy batches the rows into multi-row
-    INSERTs, which the driver's executemany would not, and the GIN index follows by itself.
+    (shared/schema.py says why not by trigger). On PostgreSQL they go through SQLAlchemy as before (and the GIN
+    index follows by itself): this path's cost is measured on SQLite, the default.
 
     On SQLite every row gets an id above every id ever used. SQLite gives a new row the largest id in the table
     plus one, so after the newest rows are deleted their ids come back; but ids must only grow: the indexer holds
@@ -144,8 +144,8 @@ class EmbeddingStore:
         self._retry = retry
         create_schema(self._engine)
         # SQLite: one connection held for the writer's life; a checkout from the pool per commit (and its reset on
-        # return) was a tenth of the writer's CPU under load. PostgreSQL: a checkout per transaction, pinged
-        # first, so that a restarted server is connected to again.
+        # return) was about a tenth of the writer's Python samples under load (py-spy). PostgreSQL: a checkout per
+        # transaction, pinged first, so that a restarted server is connected to again.
         self._held = self._engine.connect() if self._engine.dialect.name == "sqlite" else None
 
     def insert_embeddings(self, rows: list[EmbeddingRow]) -> int:
