@@ -66,6 +66,13 @@ class FakeWorker:
             token_counts=[1] * sum(len(embed.texts) for embed in embeds), vectors=np.vstack(vectors))))
 
 
+async def registered(broker: Broker, context: zmq.asyncio.Context, name: str, credits: int = 4) -> FakeWorker:
+    """A fake worker connected to `broker` that has sent its READY."""
+    worker = FakeWorker(context, broker._settings.worker_bind_address, name, credits)
+    await worker.register()
+    return worker
+
+
 @pytest.fixture
 async def context() -> AsyncIterator[zmq.asyncio.Context]:
     ctx = zmq.asyncio.Context()
@@ -98,8 +105,7 @@ def run(coroutine_function: Callable[[Path, zmq.asyncio.Context], Awaitable[None
 async def test_a_request_goes_to_a_registered_worker_and_its_result_comes_back(tmp_path: Path,
                                                                                context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
-    worker = FakeWorker(context, broker._settings.worker_bind_address, "w1")
-    await worker.register()
+    worker = await registered(broker, context, "w1")
     pending = asyncio.create_task(broker.embed(MODEL, ["hello"]))
     embed = await worker.receive_embed()
     assert embed.texts == ["hello"]
@@ -113,8 +119,7 @@ async def test_a_request_goes_to_a_registered_worker_and_its_result_comes_back(t
 async def test_one_results_for_two_requests_answers_each_with_its_own_vectors(tmp_path: Path,
                                                                              context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
-    worker = FakeWorker(context, broker._settings.worker_bind_address, "w1")
-    await worker.register()
+    worker = await registered(broker, context, "w1")
     pending = [asyncio.create_task(broker.embed(MODEL, texts)) for texts in (["a", "b"], ["c"])]
     embeds = [await worker.receive_embed(), await worker.receive_embed()]
     embeds.sort(key=lambda embed: len(embed.texts), reverse=True)  # the two-text request first, as sent
@@ -128,8 +133,7 @@ async def test_one_results_for_two_requests_answers_each_with_its_own_vectors(tm
 @run
 async def test_a_worker_never_holds_more_requests_than_its_credits(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
-    worker = FakeWorker(context, broker._settings.worker_bind_address, "w1", credits=2)
-    await worker.register()
+    worker = await registered(broker, context, "w1", credits=2)
     await asyncio.sleep(0.1)
     tasks = [asyncio.create_task(broker.embed(MODEL, [str(i)])) for i in range(5)]
     first, second = await worker.receive_embed(), await worker.receive_embed()
@@ -149,14 +153,12 @@ async def test_a_worker_never_holds_more_requests_than_its_credits(tmp_path: Pat
 @run
 async def test_requests_of_a_lost_worker_are_retried_on_another(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context)
-    silent = FakeWorker(context, broker._settings.worker_bind_address, "silent", credits=1)
-    await silent.register()
+    silent = await registered(broker, context, "silent", credits=1)
     await asyncio.sleep(0.1)
     pending = asyncio.create_task(broker.embed(MODEL, ["retry me"]))
     await silent.receive_embed()  # taken, never answered
     silent.fall_silent()
-    healthy = FakeWorker(context, broker._settings.worker_bind_address, "healthy")
-    await healthy.register()
+    healthy = await registered(broker, context, "healthy")
     embed = await asyncio.wait_for(healthy.receive_embed(), 3)
     assert embed.texts == ["retry me"]
     await healthy.answer(embed, 2.0)
@@ -207,8 +209,7 @@ async def test_a_full_queue_answers_429_at_once(tmp_path: Path, context: zmq.asy
 @run
 async def test_a_request_past_its_deadline_gets_504_and_the_worker_a_cancel(tmp_path: Path, context: zmq.asyncio.Context) -> None:
     broker = await _broker(tmp_path, context, REQUEST_TIMEOUT_SECONDS="0.3")
-    worker = FakeWorker(context, broker._settings.worker_bind_address, "slow")
-    await worker.register()
+    worker = await registered(broker, context, "slow")
     await asyncio.sleep(0.1)
     pending = asyncio.create_task(broker.embed(MODEL, ["slow"]))
     embed = await worker.receive_embed()
