@@ -98,7 +98,7 @@ def insert_rows(connection: Connection, rows: Sequence[EmbeddingRow], document_i
 
     On SQLite the rows go to the driver as tuples in one executemany, past SQLAlchemy's per-row parameter
     handling (dicts, a bind processor per time column), and then into the keyword index in one statement
-    (shared/schema.py says why not by trigger). On PostgreSQL they go through SQLAlchemy as before (and the GIN
+    (shared/schema.py says why not by a trigger). On PostgreSQL they go through SQLAlchemy as before (and the GIN
     index follows by itself): this path's cost is measured on SQLite, the default.
 
     On SQLite every row gets an id above every id ever used. SQLite gives a new row the largest id in the table
