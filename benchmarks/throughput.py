@@ -197,9 +197,12 @@ def ours(model: str, models_dir: Path, texts: list[str], seconds: float, workers
     return _wrk_row(label, result, f"gateway {gateway_ms:.2f} ms CPU/request, writer {writer_ms:.2f} ms CPU/row")
 
 
-def http_server_floor(texts: list[str], rate: float) -> Row:
+def http_server_floor(texts: list[str], rate: float, quick: bool) -> Row:
     """H: the bare HTTP server's CPU per request at `rate` (D's), concurrency 64, on busy cores."""
-    seconds = max(8.0, 3 * http_floor.CONNECTIONS / rate)  # each connection answered a few times, not once
+    # Each connection answered a few times, not once (--quick: about once, so that SmolLM2's ~7 requests/s
+    # do not take --quick past its 3 minutes).
+    answers, shortest = (1, 6.0) if quick else (3, 8.0)
+    seconds = max(shortest, answers * http_floor.CONNECTIONS / rate + 2)
     result, cpu_ms = http_floor.measure(texts, seconds, rate)
     return _wrk_row("H uvicorn + Starlette alone at D's rate", result, f"{cpu_ms:.2f} ms CPU/request")
 
@@ -281,7 +284,7 @@ class Plan:
 def plan(name: str, quick: bool) -> Plan:
     # SmolLM2 costs ~15x more per text than MiniLM here (~12 vs ~200 texts/s on 2 cores).
     if name == SMOLLM2:
-        return Plan(64, 12, 600) if quick else Plan(256, 40, 1500)
+        return Plan(64, 10, 600) if quick else Plan(256, 40, 1500)
     return Plan(256, 6, 4000) if quick else Plan(1024, 25, 12_000)
 
 
@@ -300,7 +303,8 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
         if name == MINILM:
             rows.append(sentence_transformers(source_dir(entry, models_dir), engine_texts))
     rows.append(ours(name, models_dir, wrk_texts, p.wrk_seconds))
-    rows += [http_server_floor(wrk_texts, rows[-1].texts_per_second), batch_endpoint(name, models_dir, engine_texts)]
+    rows += [http_server_floor(wrk_texts, rows[-1].texts_per_second, args.quick),
+             batch_endpoint(name, models_dir, engine_texts)]
     if not args.quick:
         rows.append(ours(name, models_dir, wrk_texts, p.wrk_seconds, workers="1"))
     print(f"{name}: ours done", file=sys.stderr, flush=True)
