@@ -95,6 +95,11 @@ def _by_request(message: Message) -> list[tuple[int, object]]:
     return [(message.request_id, message)]
 
 
+def _next_answer(pipes: Pipes) -> Message:
+    assert pipes.answers.poll(5000), "no answer"
+    return decode(pipes.answers.recv_multipart()[1:])
+
+
 def _answers(pipes: Pipes, count: int) -> dict[int, object]:
     answers: dict[int, object] = {}
     while len(answers) < count:
@@ -123,8 +128,9 @@ def test_the_requests_one_call_finishes_come_back_in_one_results_each_with_its_o
             pipes.inbox.put(Work(0, Embed(request_id=request_id, texts=texts)))
         time.sleep(0.05)  # both wait for the call in progress, so they share the next one
         engine.release.set()
-        first, second = (decode(pipes.answers.recv_multipart()[1:]) for _ in range(2))
+        first, second = _next_answer(pipes), _next_answer(pipes)
         assert engine.calls == [["a"], ["b", "c", "d"]]
+        assert isinstance(first, Results) and first.request_ids == [1]
         assert isinstance(second, Results) and second.request_ids == [2, 3] and second.rows == [2, 1]
         answers = dict(second.answers())
         assert answers[2].token_counts == [1, 1] and answers[2].vectors.shape == (2, engine.dimensions)

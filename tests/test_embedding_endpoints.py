@@ -74,11 +74,13 @@ def test_a_repeated_request_is_answered_from_the_cache_without_reaching_a_worker
         return sum(w["texts"] for w in service.workers(MINILM))
 
     def settled() -> int:  # earlier tests' texts may still be on their way into the counters
-        previous, current = -1, served()
-        while current != previous:
+        readings = [served()]
+        for _ in range(10):  # at most 15 s: the counters stop moving once nothing is being embedded
             time.sleep(1.5)
-            previous, current = current, served()
-        return current
+            readings.append(served())
+            if readings[-1] == readings[-2]:
+                break
+        return readings[-1]
 
     text = "This sentence is embedded once and then served from the cache."
     served_earlier = settled()
