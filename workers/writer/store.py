@@ -53,37 +53,31 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
+def _utc(seconds: Any) -> datetime:
+    return datetime.fromtimestamp(float(seconds), tz=UTC).replace(tzinfo=None)
+
+
 def column_time(value: Any) -> datetime | None:
     """A time as the gateway sends it (Unix seconds) as the tables store it (naive UTC)."""
-    return None if value is None else datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None)
+    return None if value is None else _utc(value)
 
 
-def _sqlite_time(value: float | None) -> str | None:
+def _sqlite_time(value: Any) -> str | None:
     """A time (Unix seconds) as SQLAlchemy's SQLite DateTime stores it, so that reads through it parse it back."""
-    if value is None:
-        return None
-    return datetime.fromtimestamp(float(value), tz=UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return None if value is None else _utc(value).isoformat(" ", "microseconds")
 
 
-# The columns an embeddings row is inserted with on SQLite, after its id, in the order of insert_rows' tuples.
+# The columns an embeddings row is inserted with (after its id, on SQLite), in the order of `_row_values`.
 _COLUMNS = ("text", "text_hash", "model_name", "embedding", "dimensions", "ip_address", "request_time",
             "response_time", "total_time", "document_id")
 
 
-def _column_values(row: EmbeddingRow, document_id: int | None) -> dict[str, Any]:
-    """The `embeddings` columns of a row as the gateway sends it (times as Unix seconds): the one mapping."""
-    return {
-        "text": row.text,
-        "text_hash": row.text_hash,
-        "model_name": row.model_name,
-        "embedding": row.embedding,
-        "dimensions": row.dimensions,
-        "ip_address": row.ip_address,
-        "request_time": column_time(row.request_time),
-        "response_time": column_time(row.response_time),
-        "total_time": row.total_time,
-        "document_id": document_id if document_id is not None else row.document_id,
-    }
+def _row_values(row: EmbeddingRow, document_id: int | None, time: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """The `embeddings` columns of a row as the gateway sends it, in `_COLUMNS` order, its times (Unix seconds)
+    through `time`: the one mapping."""
+    return (row.text, row.text_hash, row.model_name, row.embedding, row.dimensions, row.ip_address,
+            time(row.request_time), time(row.response_time), row.total_time,
+            document_id if document_id is not None else row.document_id)
 
 
 _LARGEST_ID = (f"SELECT max(coalesce((SELECT max(id) FROM {embeddings.name}), 0), "
@@ -111,13 +105,11 @@ def insert_rows(connection: Connection, rows: Sequence[EmbeddingRow], document_i
         return 0
     if connection.dialect.name != "sqlite":
         statement = insert_ignoring_duplicates(connection, embeddings, ["text_hash", "model_name"])
-        return connection.execute(statement, [_column_values(row, document_id) for row in rows]).rowcount or 0
+        values = [dict(zip(_COLUMNS, _row_values(row, document_id, column_time))) for row in rows]
+        return connection.execute(statement, values).rowcount or 0
     start = int(connection.exec_driver_sql(_LARGEST_ID).scalar() or 0) + 1
-    values = [(start + offset, row.text, row.text_hash, row.model_name, row.embedding, row.dimensions, row.ip_address,
-               _sqlite_time(row.request_time), _sqlite_time(row.response_time), row.total_time,
-               document_id if document_id is not None else row.document_id)
-              for offset, row in enumerate(rows)]
-    inserted = connection.exec_driver_sql(_SQLITE_INSERT, values).rowcount or 0
+    tuples = [(start + offset, *_row_values(row, document_id, _sqlite_time)) for offset, row in enumerate(rows)]
+    inserted = connection.exec_driver_sql(_SQLITE_INSERT, tuples).rowcount or 0
     if inserted:
         connection.exec_driver_sql(SQLITE_KEYWORD_INDEX_NEW_ROWS, (start,))
     return inserted
