@@ -74,14 +74,15 @@ def create_app(settings: Settings, served_models: tuple[str, ...], index: int = 
         database = ReadOnlyDatabase(settings.database_url)
         roster = ModelRoster(served_models, broker.has_live_worker)
         supervisor.listeners.append(roster.update)
-        stored_hashes = StoredHashes(database.hashes_after, settings.search_index_poll_ms / 1000)
+        stored_hashes = StoredHashes(database.hashes_after, settings.search_index_poll_ms / 1000, writer.marks)
         service = EmbeddingService(broker, MemoryCache(settings.gateway_cache_entries), database, writer,
                                    roster, settings.max_text_chars, stored_hashes)
         search = SearchIndexes(settings, served_models, database)
         service.computed_listeners += [search.rows_computed, stored_hashes.rows_computed]
         writer.stored_listeners.append(stored_hashes.rows_stored)
-        deletions = DeletionFeed(database, settings.search_index_poll_ms / 1000)
+        deletions = DeletionFeed(database, settings.search_index_poll_ms / 1000, writer.marks)
         deletions.listeners += [service.forget, search.rows_deleted]
+        writer.stored_listeners.append(deletions.stored)
         documents = DocumentService(settings, service, database, writer, broker)
         app.state.services = Services(settings, broker, database, writer, service,
                                       documents=documents,

@@ -1,9 +1,11 @@
 """Deleted rows leave this gateway's memory: its cache and search tails, whoever asked for the delete.
 
 The gateway that forwarded a DELETE applies the writer's answer at once (`apply`); every gateway process, on
-this host or another, also reads the writer's deletions log every SEARCH_INDEX_POLL_MS, so a row deleted
-through another gateway is gone here within one poll. Reading a log (rather than a PUB/SUB notice) misses
-nothing across a writer or gateway restart: a gateway starts reading at the log's end, with empty caches.
+this host or another, also reads the writer's deletions log, so a row deleted through another gateway is gone
+here as soon as the writer's notice comes (a STORED with the new marks), or within a SEARCH_INDEX_POLL_MS. The
+log is read on such a notice, when the writer's marks show entries past the last one read or are unknown, and
+as a backstop (store_polls.py). Reading a log (rather than trusting notices alone) misses nothing across a
+writer or gateway restart: a gateway starts reading at the log's end, with empty caches.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Callable
 
 from gateway.database import ReadOnlyDatabase
 from gateway.errors import Unavailable
-from shared.protocol import DeletedRow
+from gateway.store_polls import BACKSTOP_POLLS, Marks, PollSchedule, no_marks
+from shared.protocol import DeletedRow, Stored
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +28,15 @@ _PAGE = 10_000
 class DeletionFeed:
     """Tells its listeners of every row deleted from the store, from the moment it started."""
 
-    def __init__(self, database: ReadOnlyDatabase, poll_seconds: float) -> None:
+    def __init__(self, database: ReadOnlyDatabase, poll_seconds: float, marks: Marks = no_marks,
+                 backstop_polls: int = BACKSTOP_POLLS) -> None:
         self._database = database
         self._poll_seconds = poll_seconds
+        self._marks = marks
+        self._schedule = PollSchedule(backstop_polls)
         self._last: int | None = None  # the last log entry applied; None until the log could be read
         self._task: asyncio.Task[None] | None = None
+        self._notified = asyncio.Event()
         self.listeners: list[DeletionListener] = []
 
     async def start(self) -> None:
@@ -48,25 +55,38 @@ class DeletionFeed:
             for listener in self.listeners:
                 listener(rows)
 
+    def stored(self, message: Stored) -> None:
+        """As a listener of the writer link: a notice that names entries past the last one read wakes the poll."""
+        if message.marks is not None and self._last is not None and message.marks.deletions > self._last:
+            self._notified.set()
+
     async def _poll(self) -> None:
         while True:
+            marks = self._marks()
             try:
-                await self._read()
+                if self._schedule.due(self._last is None or marks is None or marks.deletions > self._last):
+                    await self._read()
             except Unavailable as exc:  # the database is restarting: read what was missed once it is back
                 log.debug("could not read the deletions log: %s", exc.detail)
             except Exception:
                 log.exception("could not read the deletions log; retrying")
-            await asyncio.sleep(self._poll_seconds)
+            try:
+                await asyncio.wait_for(self._notified.wait(), self._poll_seconds)
+            except TimeoutError:
+                pass
+            self._notified.clear()
 
     async def _read(self) -> None:
         if self._last is None:
             self._last = await self._database.last_deletion()
             return
+        marks = self._marks()  # told after their delete: every entry up to them is there for this read to see
         while True:
             entries = await self._database.deletions_after(self._last, _PAGE)
-            if not entries:
-                return
-            self._last = entries[-1][0]
-            self.apply([row for _, row in entries])
+            if entries:
+                self._last = entries[-1][0]
+                self.apply([row for _, row in entries])
             if len(entries) < _PAGE:
+                if marks is not None:
+                    self._last = max(self._last, marks.deletions)
                 return

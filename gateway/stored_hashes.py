@@ -9,10 +9,12 @@ The set is fed four ways: every row of the store at start, read in pages by id (
 every hash is a "maybe"); every vector this gateway computes, at once, before the writer has committed it;
 the hashes of every commit, which the writer sends each gateway it has heard from (STORED), so a text another
 gateway computed is looked up from its commit on, as it was before this set existed; and, in case such a
-message was lost (a gateway reconnecting, a writer on another host), the store's rows polled by id above the
-last one seen every SEARCH_INDEX_POLL_MS (the one writer commits in id order, so a row never appears behind
-one already read). A text whose hash is left out is computed again, and its insert ignored. A deleted row
-stays in the set, which only costs its next request a lookup that misses.
+message was lost (a gateway reconnecting, a writer on another host), the store's rows read by id above the
+last one seen (the one writer commits in id order, so a row never appears behind one already read). That read
+is tried every SEARCH_INDEX_POLL_MS and done when the writer's marks show rows past the last one known (a
+STORED names the rows mark it follows on from, so an unbroken run of them keeps the set up to date without
+reading the store), or as a backstop (store_polls.py). A text whose hash is left out is computed again, and
+its insert ignored. A deleted row stays in the set, which only costs its next request a lookup that misses.
 
 Kept as the hashes' first 64 bits (a sorted array, plus a set of the ones added since it was last rebuilt):
 8 bytes a row, and two texts whose hashes share 64 bits (odds about n² / 2^65) cost one lookup, never a
@@ -29,15 +31,12 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from gateway.errors import Unavailable
+from gateway.store_polls import BACKSTOP_POLLS, Marks, PollSchedule, no_marks
 from shared.protocol import Stored, hash_prefixes
 
 log = logging.getLogger(__name__)
 
 PAGE = 50_000
-# While the writer's STORED messages arrive they bring every commit's hashes, and the poll is only the backstop
-# for one that was lost: it then reads once every this many intervals rather than at each (a read is a query
-# in a thread, four a second by default; py-spy put the poll at about 2% of the gateway's samples under load).
-BACKSTOP_POLLS = 20
 # Hashes added since the array was built are merged into it once there are this many, or an eighth of it.
 _MERGE_AT = 16_384
 
@@ -77,14 +76,16 @@ class _ModelHashes:
 class StoredHashes:
     """`maybe_stored(model, hashes)` on the event loop; `start()` begins reading the store, `stop()` ends it."""
 
-    def __init__(self, hashes_after: HashesAfter, poll_seconds: float) -> None:
+    def __init__(self, hashes_after: HashesAfter, poll_seconds: float, marks: Marks = no_marks,
+                 backstop_polls: int = BACKSTOP_POLLS) -> None:
         self._hashes_after = hashes_after
         self._poll_seconds = poll_seconds
+        self._marks = marks
+        self._schedule = PollSchedule(backstop_polls)
         self._models: dict[str, _ModelHashes] = {}
-        self._last_id = 0
+        self._last_id = 0  # every row up to this id is in the set
         self.caught_up = False  # every row committed before the first full read is in the set
         self.rows_read = 0
-        self._stored_heard = False  # a STORED came since the last poll interval began
         self._task: asyncio.Task[None] | None = None
 
     def maybe_stored(self, model: str, hashes: list[str]) -> list[str]:
@@ -102,9 +103,10 @@ class StoredHashes:
 
     def rows_stored(self, message: Stored) -> None:
         """As a listener of the writer link: the hashes of a commit, maybe another gateway's."""
-        self._stored_heard = True
         for model, prefixes in zip(message.models, message.prefixes):
             self._add_prefixes(model, prefixes)
+        if message.marks is not None and message.rows_after is not None and message.rows_after <= self._last_id:
+            self._last_id = max(self._last_id, message.marks.rows)  # the commit follows on from what is known
 
     def _add_prefixes(self, model: str, prefixes: bytes) -> None:
         # At array speed: a start with a million rows must not hold the event loop up.
@@ -134,29 +136,28 @@ class StoredHashes:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _poll(self) -> None:
-        skipped = 0
         while True:
-            if self.caught_up and self._stored_heard and skipped < BACKSTOP_POLLS - 1:
-                skipped += 1  # the rows are read from the last id anyway: a skipped poll misses nothing
-            else:
-                skipped = 0
+            marks = self._marks()
+            if self._schedule.due(not self.caught_up or marks is None or marks.rows > self._last_id):
                 try:
                     await self._read()
                 except Unavailable as exc:  # the database is restarting: every hash stays a maybe meanwhile
                     log.debug("could not read the stored hashes: %s", exc.detail)
                 except Exception:
                     log.exception("could not read the stored hashes; retrying")
-            self._stored_heard = False
             await asyncio.sleep(self._poll_seconds)
 
     async def _read(self) -> None:
+        marks = self._marks()  # told after their commit: every row up to them is there for this read to see
         while True:
             rows = await self._hashes_after(self._last_id, PAGE)
             if rows:
                 self._add_page(rows)
-                self._last_id = rows[-1][0]
+                self._last_id = max(self._last_id, rows[-1][0])
                 self.rows_read += len(rows)
             if len(rows) < PAGE:
+                if marks is not None:
+                    self._last_id = max(self._last_id, marks.rows)  # past the newest rows, if they were deleted
                 if not self.caught_up:
                     log.info("stored hashes read: %d rows", self.rows_read)
                 self.caught_up = True

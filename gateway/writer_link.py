@@ -31,8 +31,10 @@ from shared.protocol import (
     DocumentWrite,
     EmbeddingRow,
     Ping,
+    Pong,
     ProtocolError,
     Stored,
+    StoreMarks,
     Write,
     decode,
     encode,
@@ -70,6 +72,7 @@ class WriterLink:
         self.acknowledged_rows = 0
         self.stored_listeners: list[Callable[[Stored], None]] = []  # told of every commit's text hashes
         self.last_heard: float | None = None  # monotonic time of the writer's last message (readiness)
+        self._marks: StoreMarks | None = None  # the store's marks in the writer's last PONG or STORED
 
     async def start(self) -> None:
         """Connect, read the writer's answers on the loop, start the re-send and ping loops, and hand the writer
@@ -165,8 +168,11 @@ class WriterLink:
         elif isinstance(message, Deleted) and message.request_id in self._deletes:
             self._deletes[message.request_id].set_result(message)
         elif isinstance(message, Stored):
+            self._marks = message.marks
             for listener in self.stored_listeners:
                 listener(message)
+        elif isinstance(message, Pong):
+            self._marks = message.marks
 
     async def _resend_loop(self) -> None:
         timeout = self._settings.write_ack_timeout_seconds
@@ -186,6 +192,12 @@ class WriterLink:
             if self._socket.send(encode(Ping())) is not None:
                 log.debug("writer not reachable for a ping")
             await asyncio.sleep(self._settings.heartbeat_interval_seconds)
+
+    def marks(self) -> StoreMarks | None:
+        """The store's marks as the writer last told them, while it is heard from (None: unknown, poll the store)."""
+        silent = self.silent_for()
+        alive = silent is not None and silent < self._settings.heartbeat_interval_seconds * self._settings.heartbeat_liveness
+        return self._marks if alive else None
 
     def silent_for(self) -> float | None:
         """Seconds since the writer last spoke (None if it never has): alive while under the heartbeat liveness."""

@@ -232,23 +232,40 @@ class Ack:
     committed: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoreMarks:
+    """How far the store has got, as its one writer knows it; a gateway polls the store only when it is behind
+    these (gateway/store_polls.py)."""
+
+    rows: int  # the largest row id the store ever gave out (deleted rows included): every row up to it is committed
+    deletions: int  # the last entry of the deletions log (0 when nothing was ever deleted)
+
+
 @dataclass(frozen=True)
 class Stored:
     """Writer → every gateway it has heard from lately: the text hashes of a commit, per model, as their first
     8 bytes (gateway/stored_hashes.py). So a gateway that did not compute a text looks it up in the store from
-    the commit on, rather than computing it again until its next poll of the store's rows."""
+    the commit on, rather than computing it again until its next poll of the store's rows. Also sent, without
+    hashes, after a delete: its `marks` tell the gateways there are deletions to read."""
 
     KIND: ClassVar[Kind] = Kind.STORED
     models: list[str]
     prefixes: list[bytes]  # per model, in order: the first 8 bytes of each text hash, concatenated
+    # The store's marks after this commit, and its rows mark before it: the rows of the commit are those with an
+    # id in (rows_after, marks.rows], so a gateway that knew every row up to rows_after now knows every row up to
+    # marks.rows without reading the store. None: the writer could not read its marks.
+    marks: StoreMarks | None = None
+    rows_after: int | None = None
 
     @classmethod
-    def of(cls, rows: Sequence[EmbeddingRow]) -> Stored:
+    def of(cls, rows: Sequence[EmbeddingRow], marks: StoreMarks | None = None,
+           rows_after: int | None = None) -> Stored:
         """The message for committed `rows` (text hashes are hex)."""
         by_model: dict[str, list[str]] = {}
         for row in rows:
             by_model.setdefault(row.model_name, []).append(row.text_hash)
-        return cls(models=list(by_model), prefixes=[hash_prefixes(hashes) for hashes in by_model.values()])
+        return cls(models=list(by_model), prefixes=[hash_prefixes(hashes) for hashes in by_model.values()],
+                   marks=marks, rows_after=rows_after)
 
 
 def hash_prefixes(hashes: Sequence[str]) -> bytes:
@@ -454,9 +471,11 @@ class Ping:
 
 @dataclass(frozen=True)
 class Pong:
-    """Writer → gateway: the answer to PING, sent from the writer's main loop (so a stuck loop goes silent)."""
+    """Writer → gateway: the answer to PING, sent from the writer's main loop (so a stuck loop goes silent), with
+    the store's marks (None: the writer could not read them), so an idle gateway need not poll the store."""
 
     KIND: ClassVar[Kind] = Kind.PONG
+    marks: StoreMarks | None = None
 
 
 Message = Union[
@@ -471,7 +490,7 @@ _EMPTY = msgpack.packb({})
 
 # Structs inside messages travel as msgpack arrays in field order: no key names repeated per row.
 _STRUCTS = (EmbeddingRow, StoredDocument, RegisteredWorker, SearchState, ModelHealth, RamdiskWorker, RamdiskState,
-            DeletedRow)
+            DeletedRow, StoreMarks)
 
 
 @dataclass(frozen=True)

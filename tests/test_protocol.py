@@ -39,6 +39,7 @@ from shared.protocol import (
     Status,
     Stored,
     StoredDocument,
+    StoreMarks,
     Tokenize,
     Tokens,
     Write,
@@ -72,11 +73,13 @@ MESSAGES = [
                   rows=[EmbeddingRow("s", "h", "m", b"\x00", 1, document_id=None)], text_hashes=["h"]),
     Ping(),
     Pong(),
+    Pong(marks=StoreMarks(rows=41, deletions=3)),
     Delete(request_id=8, target="collection", name="pets"),
     Deleted(request_id=8, found=True, rows=[DeletedRow(12, "m", "h")]),
     Tokenize(request_id=9, texts=["Hello world", ""], add_special_tokens=False),
     Tokens(request_id=9, token_ids=[[7592, 2088], []]),
     Stored(models=["m", "n"], prefixes=[bytes(range(16)), bytes(8)]),
+    Stored(models=["m"], prefixes=[bytes(8)], marks=StoreMarks(rows=9, deletions=0), rows_after=8),
 ]
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from gateway import stored_hashes
 from gateway.errors import Unavailable
+from gateway.store_polls import BACKSTOP_POLLS, Marks, no_marks
 from gateway.stored_hashes import StoredHashes
-from shared.protocol import EmbeddingRow, Stored
+from shared.protocol import EmbeddingRow, Stored, StoreMarks
 
 
 def digest(text: str) -> str:
@@ -36,8 +37,8 @@ class Store:
         return [row for row in self.rows if row[0] > after][:limit]
 
 
-async def started(store: Store) -> StoredHashes:
-    hashes = StoredHashes(store.hashes_after, poll_seconds=0.01)
+async def started(store: Store, marks: Marks = no_marks, backstop_polls: int = BACKSTOP_POLLS) -> StoredHashes:
+    hashes = StoredHashes(store.hashes_after, poll_seconds=0.01, marks=marks, backstop_polls=backstop_polls)
     await hashes.start()
     for _ in range(200):
         if hashes.caught_up:
@@ -149,31 +150,75 @@ def test_hashes_a_commit_reports_may_be_stored_at_once() -> None:
     asyncio.run(run())
 
 
-def test_while_commits_are_reported_the_store_is_polled_only_as_a_backstop(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stored_hashes, "BACKSTOP_POLLS", 5)
-
+def test_while_the_writers_marks_show_nothing_new_the_store_is_read_only_as_a_backstop() -> None:
     async def run() -> None:
         store = Store()
-        hashes = await started(store)
+        store.insert("m", "already there")
+        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=5)
         reads_before = store.reads
-        for _ in range(20):  # a commit reported every poll interval (0.01 s), for 20 intervals
-            hashes.rows_stored(Stored(models=[], prefixes=[]))
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # 20 poll intervals
         reads = store.reads - reads_before
         await hashes.stop()
         assert 2 <= reads <= 8  # one in every 5 intervals (timers are not exact), not one in every interval
     asyncio.run(run())
 
 
-def test_a_row_whose_report_was_lost_is_read_by_the_backstop_poll(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stored_hashes, "BACKSTOP_POLLS", 3)
-
+def test_without_the_writers_marks_the_store_is_read_every_interval() -> None:
     async def run() -> None:
         store = Store()
-        hashes = await started(store)
+        hashes = await started(store, backstop_polls=1000)
+        reads_before = store.reads
+        await asyncio.sleep(0.2)  # 20 poll intervals
+        reads = store.reads - reads_before
+        await hashes.stop()
+        assert reads >= 10
+    asyncio.run(run())
+
+
+def test_an_unbroken_run_of_commit_reports_keeps_the_set_current_without_reading_the_store() -> None:
+    async def run() -> None:
+        store = Store()
+        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=1000)
+        reads_before = store.reads
+        for n in range(10):  # each commit follows on from the one before
+            after = len(store.rows)
+            store.insert("m", f"text {n}")
+            rows = [EmbeddingRow(text=f"text {n}", text_hash=digest(f"text {n}"), model_name="m", embedding=b"",
+                                 dimensions=0)]
+            hashes.rows_stored(Stored.of(rows, StoreMarks(rows=len(store.rows), deletions=0), rows_after=after))
+            await asyncio.sleep(0.02)
+        assert store.reads == reads_before
+        assert len(hashes.maybe_stored("m", [digest(f"text {n}") for n in range(10)])) == 10
+        await hashes.stop()
+    asyncio.run(run())
+
+
+def test_a_row_whose_report_was_lost_is_read_once_the_marks_show_it() -> None:
+    async def run() -> None:
+        store = Store()
+        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=1000)
+        store.insert("m", "reported nowhere")  # committed; its STORED never came
+        for _ in range(100):
+            if hashes.maybe_stored("m", [digest("reported nowhere")]):
+                break
+            await asyncio.sleep(0.01)
+        assert hashes.maybe_stored("m", [digest("reported nowhere")]) == [digest("reported nowhere")]
+        await hashes.stop()
+    asyncio.run(run())
+
+
+def test_a_report_that_does_not_follow_on_from_the_rows_known_does_not_stand_in_for_a_read() -> None:
+    async def run() -> None:
+        store = Store()
+        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=1000)
         store.insert("m", "reported nowhere")
-        for _ in range(10):  # other commits keep being reported, this one never is
-            hashes.rows_stored(Stored(models=[], prefixes=[]))
+        store.insert("m", "reported")  # its report says it follows row 1, which this gateway never heard of
+        reported = [EmbeddingRow(text="reported", text_hash=digest("reported"), model_name="m", embedding=b"",
+                                 dimensions=0)]
+        hashes.rows_stored(Stored.of(reported, StoreMarks(rows=2, deletions=0), rows_after=1))
+        for _ in range(100):
+            if hashes.maybe_stored("m", [digest("reported nowhere")]):
+                break
             await asyncio.sleep(0.01)
         assert hashes.maybe_stored("m", [digest("reported nowhere")]) == [digest("reported nowhere")]
         await hashes.stop()

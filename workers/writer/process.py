@@ -32,6 +32,7 @@ from shared.protocol import (
     ProtocolError,
     Status,
     Stored,
+    StoreMarks,
     Write,
     decode,
     encode,
@@ -96,7 +97,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     indexer = Indexer(settings)  # a thread: indexing never delays a commit or its ACK
     indexer.start()
     pending = _Pending()
-    gateways = _Gateways(settings.heartbeat_interval_seconds * settings.heartbeat_liveness)
+    gateways = _Gateways(settings.heartbeat_interval_seconds * settings.heartbeat_liveness, store)
     committed = 0
     commit_interval = settings.db_commit_interval_ms / 1000
     next_status = 0.0
@@ -122,7 +123,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                     if isinstance(message, (Write, DocumentWrite)):
                         pending.add(identity, message)
                     elif isinstance(message, Ping):  # the gateway's readiness check
-                        socket.send_multipart([identity, *encode(Pong())])
+                        socket.send_multipart([identity, *gateways.pong()])
                     elif isinstance(message, Delete):
                         flushed, reply = _delete_after_pending(store, socket, pending, indexer, gateways, message)
                         committed += flushed
@@ -178,7 +179,10 @@ def _delete_after_pending(store: EmbeddingStore, socket: zmq.Socket, pending: _P
                 raise
             return 0, Deleted(request_id=message.request_id, found=False, error=_DOWN)
         pending.clear()
-    return flushed, _delete(store, message, indexer)
+    reply = _delete(store, message, indexer)
+    if reply.rows:
+        gateways.deleted(socket)
+    return flushed, reply
 
 
 def _delete(store: EmbeddingStore, message: Delete, indexer: Indexer) -> Deleted:
@@ -198,45 +202,83 @@ def _delete(store: EmbeddingStore, message: Delete, indexer: Indexer) -> Deleted
 
 
 class _Gateways:
-    """The gateways heard from (every one pings each heartbeat), told of each commit's text hashes (STORED)."""
+    """The gateways heard from (every one pings each heartbeat), told of each commit's text hashes and of the
+    store's marks after each commit and delete (STORED), and of the marks in each PONG."""
 
-    def __init__(self, forget_after: float) -> None:
+    def __init__(self, forget_after: float, store: EmbeddingStore) -> None:
         self._forget_after = forget_after
         self._last_heard: dict[bytes, float] = {}
+        self._store = store
+        self.marks = self._read_marks()  # the store's marks after the last commit (None: unknown)
 
     def heard(self, identity: bytes) -> None:
         self._last_heard[identity] = time.monotonic()
 
-    def tell(self, socket: zmq.Socket, rows: list[EmbeddingRow]) -> None:
-        """Send every live gateway the hashes of `rows`, just committed; forget the ones gone silent."""
-        if not rows:
-            return
+    def pong(self) -> list[bytes]:
+        """The answer to a gateway's PING."""
+        return encode(Pong(marks=self.marks))
+
+    def committed(self, socket: zmq.Socket, rows: list[EmbeddingRow]) -> None:
+        """Tell every live gateway the hashes of `rows`, just committed, and where the store is now."""
+        before = self.marks
+        self.marks = self._read_marks()
+        self._tell(socket, Stored.of(rows, self.marks, before.rows if before is not None else None))
+
+    def deleted(self, socket: zmq.Socket) -> None:
+        """Tell every live gateway that the deletions log has grown."""
+        self.marks = self._read_marks()
+        self._tell(socket, Stored(models=[], prefixes=[], marks=self.marks))
+
+    def lost_track(self) -> None:
+        """A commit failed part-way: until the next one, the marks are unknown (the gateways poll meanwhile)."""
+        self.marks = None
+
+    def _read_marks(self) -> StoreMarks | None:
+        try:
+            return self._store.marks()
+        except DBAPIError as exc:
+            log.debug("could not read the store's marks: %s", exc)
+            return None
+
+    def _tell(self, socket: zmq.Socket, message: Stored) -> None:
         horizon = time.monotonic() - self._forget_after
         self._last_heard = {identity: at for identity, at in self._last_heard.items() if at >= horizon}
-        frames = encode(Stored.of(rows))
+        frames = encode(message)
         for identity in self._last_heard:
             try:
                 socket.send_multipart([identity, *frames], zmq.NOBLOCK)
-            except zmq.ZMQError:  # gone or not reading: its poll of the store's rows brings them later
+            except zmq.ZMQError:  # gone or not reading: its poll of the store brings the rows later
                 pass
 
 
 def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer | None = None,
            gateways: _Gateways | None = None) -> int:
-    rows = [row for _, message in pending.batches if isinstance(message, Write) for row in message.rows]
-    inserted = store.insert_embeddings(rows)
-    for _, message in pending.batches:
-        # After the plain rows: a sentence row queued before its document is there to be linked to it.
-        if isinstance(message, DocumentWrite):
-            inserted += write_document(store, message)
+    try:
+        inserted = _commit(store, pending)
+    except Exception:
+        if gateways is not None:
+            gateways.lost_track()  # some of it may be committed: the next STORED must not claim to follow on
+        raise
     if inserted and indexer is not None:
         indexer.rows_committed({row.model_name for _, message in pending.batches for row in message.rows})
     if gateways is not None:
-        gateways.tell(socket, [row for _, message in pending.batches for row in message.rows])
+        gateways.committed(socket, [row for _, message in pending.batches for row in message.rows])
     for identity, message in pending.batches:
         try:
             socket.send_multipart([identity, *encode(Ack(batch_id=message.batch_id, committed=len(message.rows)))])
         except zmq.ZMQError as exc:  # the gateway went away; it re-sends on reconnect
             log.warning("could not acknowledge batch %d: %s", message.batch_id, exc)
-    log.debug("committed %d rows (%d new) from %d batches", len(rows), inserted, len(pending.batches))
+    log.debug("committed %d rows (%d new) from %d batches", sum(len(m.rows) for _, m in pending.batches), inserted,
+              len(pending.batches))
+    return inserted
+
+
+def _commit(store: EmbeddingStore, pending: _Pending) -> int:
+    """Insert the pending rows, then the pending documents; how many rows were new."""
+    inserted = store.insert_embeddings([row for _, message in pending.batches if isinstance(message, Write)
+                                        for row in message.rows])
+    for _, message in pending.batches:
+        # After the plain rows: a sentence row queued before its document is there to be linked to it.
+        if isinstance(message, DocumentWrite):
+            inserted += write_document(store, message)
     return inserted

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Callable, Sequence, TypeVar
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-from shared.protocol import EmbeddingRow
+from shared.protocol import EmbeddingRow, StoreMarks
 from shared.schema import (
     COLLECTION,
     SQLITE_KEYWORD_INDEX_NEW_ROWS,
@@ -82,6 +83,9 @@ def _row_values(row: EmbeddingRow, document_id: int | None, time: Callable[[Any]
 
 _LARGEST_ID = (f"SELECT max(coalesce((SELECT max(id) FROM {embeddings.name}), 0), "
                f"coalesce((SELECT max(row_id) FROM {deletions.name}), 0))")
+_MARKS = select(select(func.max(embeddings.c.id)).scalar_subquery(),
+                select(func.max(deletions.c.row_id)).scalar_subquery(),
+                select(func.max(deletions.c.id)).scalar_subquery())
 _SQLITE_INSERT = (f"INSERT INTO {embeddings.name} (id, {', '.join(_COLUMNS)}) VALUES ({', '.join('?' * (len(_COLUMNS) + 1))}) "
                   "ON CONFLICT (text_hash, model_name) DO NOTHING")
 
@@ -151,6 +155,14 @@ class EmbeddingStore:
             return inserted
 
         return self.run_in_transaction(write)
+
+    def marks(self) -> StoreMarks:
+        """The store's marks now: the largest row id ever given out and the deletions log's last entry."""
+        def read(connection: Connection) -> StoreMarks:
+            rows, deleted_rows, entries = connection.execute(_MARKS).one()
+            return StoreMarks(rows=max(rows or 0, deleted_rows or 0), deletions=entries or 0)
+
+        return self.run_in_transaction(read)
 
     def run_in_transaction(self, work: Callable[[Connection], T]) -> T:
         """`work` in one write transaction, retried while the database is locked (document writes)."""
