@@ -121,3 +121,26 @@ def test_a_text_one_gateway_computed_is_a_cache_hit_on_the_other_once_committed(
         time.sleep(0.05)
     answers = [_fresh_connection_post(two_gateways, "/get_embedding_vector/", {"text": text}) for _ in range(20)]
     assert [a.json()["cached"] for a in answers] == [True] * 20  # 20 new connections: both gateways took some
+
+
+def test_a_collection_deleted_through_one_gateway_leaves_the_others_memory_long_before_its_next_poll(
+        two_gateways: Service) -> None:
+    # Polls of the store are a minute apart here: only the writer's notice after the delete (a STORED with the
+    # new marks) can reach the other gateway in time.
+    texts = [f"held in the memory of both gateway processes, number {n}" for n in range(10)]
+    batch: dict[str, object] = {"texts": texts, "collection": "forgotten-by-both"}
+    assert _fresh_connection_post(two_gateways, "/get_embedding_vectors/", batch).status_code == 200
+    deadline = time.monotonic() + 10
+    while not set(texts) <= set(httpx.get(f"{two_gateways.base_url}/get_all_stored_strings/", timeout=10).json()["strings"]):
+        assert time.monotonic() < deadline, "the writer did not commit the rows"
+        time.sleep(0.05)
+    for _ in range(16):  # new connections: both gateways answer the batch, from the store, then from memory
+        assert _fresh_connection_post(two_gateways, "/get_embedding_vectors/", batch).json()["cached"] == [True] * 10
+    with httpx.Client(base_url=two_gateways.base_url, timeout=30) as client:
+        response = client.request("DELETE", "/collections/forgotten-by-both")
+    assert response.status_code == 200, response.text
+    time.sleep(1.0)
+    # One request per text, each on a new connection: about half land on the gateway that did not delete.
+    cached = [_fresh_connection_post(two_gateways, "/get_embedding_vector/", {"text": text}).json()["cached"]
+              for text in texts]
+    assert cached == [False] * 10

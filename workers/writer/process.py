@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_SECONDS = 1.0  # between commits tried while the database does not answer
 _DOWN = "the database did not answer; retry shortly"
+_DELIVERY_MARGIN_SECONDS = 0.05  # a delete's hold past DB_FLUSH_INTERVAL_MS: a flushed batch's way to the writer
 
 
 @dataclass
@@ -74,6 +75,33 @@ class _Pending:
         self.rows += len(message.rows)
 
 
+@dataclass
+class _HeldDeletes:
+    """Deletes, each held for a gateway's flush interval after it arrives before it is done.
+
+    Why: a gateway sends the rows it answered within DB_FLUSH_INTERVAL_MS, so rows another gateway process
+    answered just before the client sent the delete (the same text added to the doomed collection, say) may
+    still be on their way. Held, the delete comes after them: they are committed first and deleted with the
+    rest, instead of being stored after the delete the client sent later.
+    """
+
+    hold: float
+    waiting: list[tuple[float, bytes, Delete]] = field(default_factory=list)  # (due, gateway, message)
+
+    def add(self, identity: bytes, message: Delete) -> None:
+        self.waiting.append((time.monotonic() + self.hold, identity, message))
+
+    def next_due(self) -> float | None:
+        return self.waiting[0][0] if self.waiting else None
+
+    def due(self) -> list[tuple[bytes, Delete]]:
+        """The deletes whose hold is over, oldest first, taken off the list."""
+        now = time.monotonic()
+        ready = [(identity, message) for due, identity, message in self.waiting if due <= now]
+        self.waiting = self.waiting[len(ready):]
+        return ready
+
+
 def _database_down(exc: DBAPIError) -> bool:
     """A failure that passes when the database is back, as opposed to a statement that can never succeed."""
     return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
@@ -97,6 +125,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     indexer = Indexer(settings)  # a thread: indexing never delays a commit or its ACK
     indexer.start()
     pending = _Pending()
+    deletes = _HeldDeletes(settings.db_flush_interval_ms / 1000 + _DELIVERY_MARGIN_SECONDS)
     gateways = _Gateways(settings.heartbeat_interval_seconds * settings.heartbeat_liveness, store)
     committed = 0
     commit_interval = settings.db_commit_interval_ms / 1000
@@ -107,7 +136,8 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
     try:
         while not stop.is_set():
             flush_at = max(pending.since + (0 if pending.overdue else commit_interval), retry_at)
-            timeout_ms = 100 if not pending.batches else max(0, int((flush_at - time.monotonic()) * 1000))
+            wake_at = [at for at in (flush_at if pending.batches else None, deletes.next_due()) if at is not None]
+            timeout_ms = max(0, int((min(wake_at) - time.monotonic()) * 1000)) if wake_at else 100
             if socket.poll(timeout_ms):
                 while True:
                     try:
@@ -125,9 +155,11 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                     elif isinstance(message, Ping):  # the gateway's readiness check
                         socket.send_multipart([identity, *gateways.pong()])
                     elif isinstance(message, Delete):
-                        flushed, reply = _delete_after_pending(store, socket, pending, indexer, gateways, message)
-                        committed += flushed
-                        socket.send_multipart([identity, *encode(reply)])
+                        deletes.add(identity, message)
+            for identity, delete in deletes.due():
+                flushed, reply = _delete_after_pending(store, socket, pending, indexer, gateways, delete)
+                committed += flushed
+                socket.send_multipart([identity, *encode(reply)])
             due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
                                        or time.monotonic() - pending.since >= commit_interval)
             if due and time.monotonic() >= retry_at:
