@@ -96,6 +96,8 @@ class _HeldDeletes:
 
     def due(self) -> list[tuple[bytes, Delete]]:
         """The deletes whose hold is over, oldest first, taken off the list."""
+        if not self.waiting:  # the loop asks on every turn
+            return []
         now = time.monotonic()
         ready = [(identity, message) for due, identity, message in self.waiting if due <= now]
         self.waiting = self.waiting[len(ready):]
