@@ -15,9 +15,10 @@ B  llama-cpp-python's Python server and C  sentence-transformers (MiniLM), with 
 Every case gets the same real sentences of 5-60 words (benchmarks/real_text.py: Debian's Python and Perl docs),
 each sent once, so "uncached" stays uncached. E gets A's sentences, on a service of its own, so that it is
 divided by a ceiling measured on the same sentences and has no other case's requests ahead of it. The CPU model
-and flags go first.
+and flags go first. A full run measures A (its best configuration again), L and D in three rounds, in turn, and
+reports each one's median and every round's ratios (`--rounds N`; `--quick`: one round).
 
-Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--python-peers] [--setup] [--models a,b]
+Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--rounds N] [--python-peers] [--setup] [--models a,b]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,7 +133,15 @@ def one_thread_engines(entry: ModelEntry, path: Path, case: EngineCase, texts: l
     return sum(rate for rate, _ in results), sum(per_call for _, per_call in results) / CORES
 
 
-def engine_ceiling(entry: ModelEntry, path: Path, texts: list[str], quick: bool) -> tuple[Row, list[str]]:
+def measure_engine(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str]) -> tuple[float, float]:
+    """Texts/s and texts per call of one configuration (one-thread engines: one per core, side by side)."""
+    if case.threads == 1 and CORES > 1:
+        return one_thread_engines(entry, path, case, texts)
+    return engine_case(entry, path, case, texts)
+
+
+def engine_ceiling(entry: ModelEntry, path: Path, texts: list[str],
+                   quick: bool) -> tuple[Row, list[str], EngineCase]:
     """The best configuration of a sweep: one engine on every core (as llama-server runs) over tokens per call,
     context and flash attention, and one-thread engines on every core at the catalogue's settings."""
     budgets = (128, 512) if quick else (128, 512, 1024)
@@ -140,17 +150,14 @@ def engine_ceiling(entry: ModelEntry, path: Path, texts: list[str], quick: bool)
              for budget, context, flash in itertools.product(budgets, contexts, (False, True))]
     cases.append(EngineCase(1, entry.batch_tokens, 0, entry.flash_attention))
     lines: list[str] = []
-    best = Row("A engine best", 0.0)
+    best, best_case = Row("A engine best", 0.0), cases[0]
     for case in cases:
-        if case.threads == 1 and CORES > 1:
-            rate, per_call = one_thread_engines(entry, path, case, texts)
-        else:
-            rate, per_call = engine_case(entry, path, case, texts)
+        rate, per_call = measure_engine(entry, path, case, texts)
         lines.append(f"    A sweep {case.describe():52} {rate:8.1f} texts/s ({per_call:.0f} texts/call)")
         print(lines[-1], file=sys.stderr, flush=True)
         if rate > best.texts_per_second:
-            best = Row("A engine best", rate, note=f"{case.describe()}, {per_call:.0f} texts/call")
-    return best, lines
+            best, best_case = Row("A engine best", rate, note=f"{case.describe()}, {per_call:.0f} texts/call"), case
+    return best, lines, best_case
 
 
 # ---- L: llama-server ----------------------------------------------------------------------------------------
@@ -288,14 +295,14 @@ def plan(name: str, quick: bool) -> Plan:
     return Plan(256, 6, 4000) if quick else Plan(1024, 25, 12_000)
 
 
-def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[list[Row], list[str], str]:
+def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[list[Row], list[str], list[str]]:
     catalogue = load_catalogue(models_dir)
     entry = catalogue[name]
     path = entry.installed_path(models_dir)
     p = plan(name, args.quick)
     wrk_texts = benchmark_sentences(p.wrk_texts)
     engine_texts = wrk_texts[:p.engine_texts]  # A's sentences, and E's
-    ceiling, sweep = engine_ceiling(entry, path, engine_texts, args.quick)
+    ceiling, sweep, best_case = engine_ceiling(entry, path, engine_texts, args.quick)
     rows = [ceiling, native_server(entry, path, wrk_texts, p.wrk_seconds)]
     print(f"{name}: A, L done", file=sys.stderr, flush=True)
     if args.python_peers:
@@ -307,14 +314,43 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
              batch_endpoint(name, models_dir, engine_texts)]
     if not args.quick:
         rows.append(ours(name, models_dir, wrk_texts, p.wrk_seconds, workers="1"))
-    print(f"{name}: ours done", file=sys.stderr, flush=True)
     by_case = {row.case[0]: row for row in rows}
-    a, native, d, e = by_case["A"], by_case["L"], by_case["D"], by_case["E"]
-    ratio = (f"{name}: ours/engine-best={d.texts_per_second / a.texts_per_second:.2f} "
-             f"ours/llama-server={d.texts_per_second / native.texts_per_second:.2f} "
-             f"p99 ours/llama-server={d.p99_ms / native.p99_ms:.2f} "
-             f"batch/engine-best={e.texts_per_second / a.texts_per_second:.2f}")
-    return rows, sweep, ratio
+    rounds = [(by_case["A"], by_case["L"], by_case["D"])]
+    # One run of a case moved its ratio by up to 15% here: A, L and D again, in turn, and their medians used.
+    for number in range(2, args.rounds + 1):
+        rate, per_call = measure_engine(entry, path, best_case, engine_texts)
+        rounds.append((Row("A engine best", rate, note=f"{best_case.describe()}, {per_call:.0f} texts/call"),
+                       native_server(entry, path, wrk_texts, p.wrk_seconds),
+                       ours(name, models_dir, wrk_texts, p.wrk_seconds)))
+        print(f"{name}: round {number} done", file=sys.stderr, flush=True)
+    print(f"{name}: ours done", file=sys.stderr, flush=True)
+    a, native, d = (_median_row(list(case)) for case in zip(*rounds))
+    rows = [a, native, *(row for row in rows if row.case[0] not in "ALD"), d]
+    rows.sort(key=lambda row: "ALBCDHEW".index(row.case[0]))
+    e = by_case["E"]
+    ratios = [_ratios(f"{name}{f' round {i}' if len(rounds) > 1 else ''}", *round_rows, e)
+              for i, round_rows in enumerate(rounds, 1)]
+    if len(rounds) > 1:
+        ratios.append(_ratios(f"{name} median of {len(rounds)} rounds", a, native, d, e))
+    return rows, sweep, ratios
+
+
+def _ratios(label: str, a: Row, native: Row, d: Row, e: Row) -> str:
+    return (f"{label}: ours/engine-best={d.texts_per_second / a.texts_per_second:.2f} "
+            f"ours/llama-server={d.texts_per_second / native.texts_per_second:.2f} "
+            f"p99 ours/llama-server={d.p99_ms / native.p99_ms:.2f} "
+            f"batch/engine-best={e.texts_per_second / a.texts_per_second:.2f}")
+
+
+def _median_row(rows: list[Row]) -> Row:
+    """One case measured in several rounds: the median of each figure, every round's texts/s in the note."""
+    if len(rows) == 1:
+        return rows[0]
+    middle = sorted(rows, key=lambda row: row.texts_per_second)[len(rows) // 2]
+    rates = " / ".join(f"{row.texts_per_second:.1f}" for row in rows)
+    return Row(f"{rows[0].case} (median of {len(rows)})", statistics.median(r.texts_per_second for r in rows),
+               statistics.median(r.p50_ms for r in rows), statistics.median(r.p99_ms for r in rows),
+               f"rounds {rates}; {middle.note}")
 
 
 def main() -> int:
@@ -323,7 +359,11 @@ def main() -> int:
     parser.add_argument("--python-peers", action="store_true", help="add B and C (data/bench-venv)")
     parser.add_argument("--setup", action="store_true", help="create data/bench-venv with the Python peers first")
     parser.add_argument("--models", default=f"{MINILM},{SMOLLM2}")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="A (its best configuration), L and D this many times in turn, medians reported "
+                             "(default 3, --quick 1)")
     args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
     print(cpu_line(), flush=True)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     if args.setup or (args.python_peers and not (BENCH_VENV / "bin" / "python").exists()):
@@ -333,13 +373,13 @@ def main() -> int:
     ensure_installed(names, models_dir, load_catalogue(models_dir))
     ratios: list[str] = []
     for name in names:
-        rows, sweep, ratio = run_model(name, models_dir, args)
+        rows, sweep, model_ratios = run_model(name, models_dir, args)
         print(f"\n{name}\n" + "\n".join(sweep))
         print(f"  {'case':40} {'texts/s':>9} {'p50 ms':>9} {'p99 ms':>9}  note")
         for row in rows:
             print(f"  {row.case:40} {row.texts_per_second:>9.1f} {row.p50_ms:>9.1f} {row.p99_ms:>9.1f}  {row.note}",
                   flush=True)
-        ratios.append(ratio)
+        ratios += model_ratios
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("targets: ours/engine-best>=0.95, ours/llama-server>=1.10, p99 ours/llama-server<=0.9, "
           "batch/engine-best>=0.97, gateway<=0.6 ms CPU/request, writer<=0.2 ms CPU/row")
