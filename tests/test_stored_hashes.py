@@ -30,11 +30,27 @@ class Store:
     def insert(self, model: str, text: str) -> None:
         self.rows.append((len(self.rows) + 1, model, digest(text)))
 
+    def marks(self) -> StoreMarks:
+        """The writer's marks for this store (no deletions)."""
+        return StoreMarks(rows=len(self.rows), deletions=0)
+
     async def hashes_after(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         self.reads += 1
         if self.down:
             raise Unavailable("the database did not answer")
         return [row for row in self.rows if row[0] > after][:limit]
+
+
+def row(text: str, model: str = "m") -> EmbeddingRow:
+    return EmbeddingRow(text=text, text_hash=digest(text), model_name=model, embedding=b"", dimensions=0)
+
+
+async def known_within_a_second(hashes: StoredHashes, text: str) -> bool:
+    for _ in range(100):
+        if hashes.maybe_stored("m", [digest(text)]):
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 async def started(store: Store, marks: Marks = no_marks, backstop_polls: int = BACKSTOP_POLLS) -> StoredHashes:
@@ -141,8 +157,7 @@ def test_hashes_added_one_by_one_past_a_rebuild_all_stay_known(monkeypatch: pyte
 def test_hashes_a_commit_reports_may_be_stored_at_once() -> None:
     async def run() -> None:
         hashes = await started(Store())
-        rows = [EmbeddingRow(text=t, text_hash=digest(t), model_name=m, embedding=b"", dimensions=0)
-                for t, m in [("one", "m"), ("two", "m"), ("three", "n")]]
+        rows = [row(t, m) for t, m in [("one", "m"), ("two", "m"), ("three", "n")]]
         hashes.rows_stored(Stored.of(rows))
         assert hashes.maybe_stored("m", [digest("one"), digest("two"), digest("three")]) == [digest("one"), digest("two")]
         assert hashes.maybe_stored("n", [digest("three")]) == [digest("three")]
@@ -154,7 +169,7 @@ def test_while_the_writers_marks_show_nothing_new_the_store_is_read_only_as_a_ba
     async def run() -> None:
         store = Store()
         store.insert("m", "already there")
-        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=5)
+        hashes = await started(store, marks=store.marks, backstop_polls=5)
         reads_before = store.reads
         await asyncio.sleep(0.2)  # 20 poll intervals
         reads = store.reads - reads_before
@@ -178,14 +193,12 @@ def test_without_the_writers_marks_the_store_is_read_every_interval() -> None:
 def test_an_unbroken_run_of_commit_reports_keeps_the_set_current_without_reading_the_store() -> None:
     async def run() -> None:
         store = Store()
-        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=1000)
+        hashes = await started(store, marks=store.marks, backstop_polls=1000)
         reads_before = store.reads
         for n in range(10):  # each commit follows on from the one before
             after = len(store.rows)
             store.insert("m", f"text {n}")
-            rows = [EmbeddingRow(text=f"text {n}", text_hash=digest(f"text {n}"), model_name="m", embedding=b"",
-                                 dimensions=0)]
-            hashes.rows_stored(Stored.of(rows, StoreMarks(rows=len(store.rows), deletions=0), rows_after=after))
+            hashes.rows_stored(Stored.of([row(f"text {n}")], store.marks(), rows_after=after))
             await asyncio.sleep(0.02)
         assert store.reads == reads_before
         assert len(hashes.maybe_stored("m", [digest(f"text {n}") for n in range(10)])) == 10
@@ -196,13 +209,9 @@ def test_an_unbroken_run_of_commit_reports_keeps_the_set_current_without_reading
 def test_a_row_whose_report_was_lost_is_read_once_the_marks_show_it() -> None:
     async def run() -> None:
         store = Store()
-        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=1000)
+        hashes = await started(store, marks=store.marks, backstop_polls=1000)
         store.insert("m", "reported nowhere")  # committed; its STORED never came
-        for _ in range(100):
-            if hashes.maybe_stored("m", [digest("reported nowhere")]):
-                break
-            await asyncio.sleep(0.01)
-        assert hashes.maybe_stored("m", [digest("reported nowhere")]) == [digest("reported nowhere")]
+        assert await known_within_a_second(hashes, "reported nowhere")
         await hashes.stop()
     asyncio.run(run())
 
@@ -210,16 +219,10 @@ def test_a_row_whose_report_was_lost_is_read_once_the_marks_show_it() -> None:
 def test_a_report_that_does_not_follow_on_from_the_rows_known_does_not_stand_in_for_a_read() -> None:
     async def run() -> None:
         store = Store()
-        hashes = await started(store, marks=lambda: StoreMarks(rows=len(store.rows), deletions=0), backstop_polls=1000)
+        hashes = await started(store, marks=store.marks, backstop_polls=1000)
         store.insert("m", "reported nowhere")
         store.insert("m", "reported")  # its report says it follows row 1, which this gateway never heard of
-        reported = [EmbeddingRow(text="reported", text_hash=digest("reported"), model_name="m", embedding=b"",
-                                 dimensions=0)]
-        hashes.rows_stored(Stored.of(reported, StoreMarks(rows=2, deletions=0), rows_after=1))
-        for _ in range(100):
-            if hashes.maybe_stored("m", [digest("reported nowhere")]):
-                break
-            await asyncio.sleep(0.01)
-        assert hashes.maybe_stored("m", [digest("reported nowhere")]) == [digest("reported nowhere")]
+        hashes.rows_stored(Stored.of([row("reported")], StoreMarks(rows=2, deletions=0), rows_after=1))
+        assert await known_within_a_second(hashes, "reported nowhere")
         await hashes.stop()
     asyncio.run(run())
