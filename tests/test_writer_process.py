@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,16 +67,23 @@ class Gateway:
         return pong.marks
 
 
+@dataclass
+class Writer:
+    address: str
+    database: Path
+    process: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def writer(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A writer process on a fresh SQLite file: its socket address and the file."""
+def writer(tmp_path: Path) -> Iterator[Writer]:
+    """A writer process on a fresh SQLite file."""
     (tmp_path / "run").mkdir()
     env = {**os.environ, "DATA_DIR": str(tmp_path), "LLAMA_EMBEDDINGS_CONFIG": str(tmp_path / "none.env"),
            "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen([sys.executable, "-m", "workers", "writer"], cwd=PROJECT_ROOT, env=env)
     database = tmp_path / "llama_embeddings.sqlite"
     try:
-        yield f"ipc://{tmp_path / 'run' / 'writer.sock'}", database
+        yield Writer(f"ipc://{tmp_path / 'run' / 'writer.sock'}", database, process)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -93,9 +101,9 @@ def stored_texts(database: Path) -> set[str]:
         return set(connection.execute(select(embeddings.c.text)).scalars())
 
 
-def test_the_pong_tells_the_stores_marks_after_each_commit_and_delete(writer: tuple[str, Path],
+def test_the_pong_tells_the_stores_marks_after_each_commit_and_delete(writer: Writer,
                                                                       context: zmq.Context[zmq.Socket[bytes]]) -> None:
-    gateway = Gateway(context, writer[0])
+    gateway = Gateway(context, writer.address)
     assert gateway.marks() == StoreMarks(rows=0, deletions=0)
     gateway.send(Write(batch_id=1, rows=[row("one"), row("two"), row("three")]))
     gateway.wait_for(Ack)
@@ -105,9 +113,9 @@ def test_the_pong_tells_the_stores_marks_after_each_commit_and_delete(writer: tu
     assert gateway.marks() == StoreMarks(rows=3, deletions=1)  # the deleted row's id is not given out again
 
 
-def test_each_commit_report_names_the_rows_mark_it_follows_on_from(writer: tuple[str, Path],
+def test_each_commit_report_names_the_rows_mark_it_follows_on_from(writer: Writer,
                                                                    context: zmq.Context[zmq.Socket[bytes]]) -> None:
-    gateway = Gateway(context, writer[0])
+    gateway = Gateway(context, writer.address)
     gateway.marks()  # heard from: it is told of commits from now on
     reports = []
     for batch_id, texts in ((1, ["a", "b"]), (2, ["c"])):
@@ -118,9 +126,9 @@ def test_each_commit_report_names_the_rows_mark_it_follows_on_from(writer: tuple
     assert reports == [(0, 2), (2, 3)]
 
 
-def test_a_delete_tells_every_gateway_the_new_deletions_mark(writer: tuple[str, Path],
+def test_a_delete_tells_every_gateway_the_new_deletions_mark(writer: Writer,
                                                              context: zmq.Context[zmq.Socket[bytes]]) -> None:
-    deleting, other = Gateway(context, writer[0]), Gateway(context, writer[0])
+    deleting, other = Gateway(context, writer.address), Gateway(context, writer.address)
     deleting.send(Write(batch_id=1, rows=[row("doomed")]))
     deleting.wait_for(Ack)
     other.marks()
@@ -130,9 +138,8 @@ def test_a_delete_tells_every_gateway_the_new_deletions_mark(writer: tuple[str, 
 
 
 def test_rows_another_gateway_sent_just_after_a_delete_arrived_are_deleted_with_the_rest(
-        writer: tuple[str, Path], context: zmq.Context[zmq.Socket[bytes]]) -> None:
-    address, database = writer
-    deleting, other = Gateway(context, address), Gateway(context, address)
+        writer: Writer, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    deleting, other = Gateway(context, writer.address), Gateway(context, writer.address)
     deleting.send(Write(batch_id=1, rows=[row("kept elsewhere", "pets"), row("cat", "pets")]))
     deleting.wait_for(Ack)
     # The other gateway answered "dog" (added to the collection) before the client sent the delete, but its
@@ -142,4 +149,20 @@ def test_rows_another_gateway_sent_just_after_a_delete_arrived_are_deleted_with_
     other.send(Write(batch_id=1, rows=[row("dog", "pets")]))
     reply = deleting.wait_for(Deleted)
     assert isinstance(reply, Deleted) and sorted(r.model_name for r in reply.rows) == [MODEL] * 3
-    assert stored_texts(database) == set()
+    assert stored_texts(writer.database) == set()
+
+
+def test_a_delete_held_when_the_writer_is_told_to_stop_is_still_done_and_answered(
+        writer: Writer, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    gateway = Gateway(context, writer.address)
+    gateway.send(Write(batch_id=1, rows=[row("doomed")]))
+    gateway.wait_for(Ack)
+    gateway.send(Delete(request_id=2, target="string", name=text_hash("doomed")))
+    time.sleep(0.02)  # received, and held
+    writer.process.terminate()
+    time.sleep(0.02)
+    gateway.send(Ping())  # wakes its loop, which then sees the stop before the hold is over
+    reply = gateway.wait_for(Deleted)
+    assert isinstance(reply, Deleted) and len(reply.rows) == 1 and not reply.error
+    writer.process.wait(timeout=30)
+    assert stored_texts(writer.database) == set()

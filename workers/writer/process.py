@@ -12,6 +12,7 @@ and the gateway learns of the outage only as ACKs that come late.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -94,11 +95,11 @@ class _HeldDeletes:
     def next_due(self) -> float | None:
         return self.waiting[0][0] if self.waiting else None
 
-    def due(self) -> list[tuple[bytes, Delete]]:
-        """The deletes whose hold is over, oldest first, taken off the list."""
+    def due(self, at: float | None = None) -> list[tuple[bytes, Delete]]:
+        """The deletes whose hold is over by `at` (default: now), oldest first, taken off the list."""
         if not self.waiting:  # the loop asks on every turn
             return []
-        now = time.monotonic()
+        now = time.monotonic() if at is None else at
         ready = [(identity, message) for due, identity, message in self.waiting if due <= now]
         self.waiting = self.waiting[len(ready):]
         return ready
@@ -158,10 +159,7 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                         socket.send_multipart([identity, *gateways.pong()])
                     elif isinstance(message, Delete):
                         deletes.add(identity, message)
-            for identity, delete in deletes.due():
-                flushed, reply = _delete_after_pending(store, socket, pending, indexer, gateways, delete)
-                committed += flushed
-                socket.send_multipart([identity, *encode(reply)])
+            committed += _answer_deletes(deletes.due(), store, socket, pending, indexer, gateways)
             due = pending.batches and (pending.overdue or pending.rows >= settings.db_write_batch_size
                                        or time.monotonic() - pending.since >= commit_interval)
             if due and time.monotonic() >= retry_at:
@@ -184,6 +182,8 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
                 reporter.send(Status(role="writer", pid=os.getpid(), state="ready",
                                      counters={"committed_rows": committed, "pending_rows": pending.rows}))
                 next_status = time.monotonic() + 1.0
+        # Stopping: a held delete's hold is cut short rather than the delete dropped.
+        committed += _answer_deletes(deletes.due(at=math.inf), store, socket, pending, indexer, gateways)
         if pending.batches:
             try:
                 committed += _flush(store, socket, pending, indexer, gateways)
@@ -198,6 +198,17 @@ def run_writer(settings: Settings, stop: StopFlag) -> None:
             authenticator.stop()
         context.term()
         store.close()
+
+
+def _answer_deletes(held: list[tuple[bytes, Delete]], store: EmbeddingStore, socket: zmq.Socket, pending: _Pending,
+                    indexer: Indexer, gateways: _Gateways) -> int:
+    """Do each delete and answer its gateway; the new rows committed before them."""
+    committed = 0
+    for identity, message in held:
+        flushed, reply = _delete_after_pending(store, socket, pending, indexer, gateways, message)
+        committed += flushed
+        socket.send_multipart([identity, *encode(reply)])
+    return committed
 
 
 def _delete_after_pending(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer,
