@@ -17,7 +17,7 @@ from typing import Callable
 from gateway.database import ReadOnlyDatabase
 from gateway.errors import Unavailable
 from gateway.store_polls import BACKSTOP_POLLS, Marks, PollSchedule, no_marks
-from shared.protocol import DeletedRow, Stored
+from shared.protocol import DeletedRow, Stored, StoreMarks
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class DeletionFeed:
             marks = self._marks()
             try:
                 if self._schedule.due(self._last is None or marks is None or marks.deletions > self._last):
-                    await self._read()
+                    await self._read(marks)
             except Unavailable as exc:  # the database is restarting: read what was missed once it is back
                 log.debug("could not read the deletions log: %s", exc.detail)
             except Exception:
@@ -76,11 +76,12 @@ class DeletionFeed:
                 pass
             self._notified.clear()
 
-    async def _read(self) -> None:
+    async def _read(self, marks: StoreMarks | None) -> None:
+        """Read the entries after the last one applied. `marks` were told after their delete, before this read:
+        every entry up to them is there for it to see."""
         if self._last is None:
             self._last = await self._database.last_deletion()
             return
-        marks = self._marks()  # told after their delete: every entry up to them is there for this read to see
         while True:
             entries = await self._database.deletions_after(self._last, _PAGE)
             if entries:

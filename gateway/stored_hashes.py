@@ -32,7 +32,7 @@ import numpy as np
 
 from gateway.errors import Unavailable
 from gateway.store_polls import BACKSTOP_POLLS, Marks, PollSchedule, no_marks
-from shared.protocol import Stored, hash_prefixes
+from shared.protocol import Stored, StoreMarks, hash_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +148,16 @@ class StoredHashes:
             marks = self._marks()
             if self._schedule.due(not self.caught_up or marks is None or marks.rows > self._last_id):
                 try:
-                    await self._read()
+                    await self._read(marks)
                 except Unavailable as exc:  # the database is restarting: every hash stays a maybe meanwhile
                     log.debug("could not read the stored hashes: %s", exc.detail)
                 except Exception:
                     log.exception("could not read the stored hashes; retrying")
             await asyncio.sleep(self._poll_seconds)
 
-    async def _read(self) -> None:
-        marks = self._marks()  # told after their commit: every row up to them is there for this read to see
+    async def _read(self, marks: StoreMarks | None) -> None:
+        """Read the rows after the last one known. `marks` were told after their commit, before this read: every
+        row up to them is there for it to see."""
         while True:
             rows = await self._hashes_after(self._last_id, PAGE)
             if rows:
