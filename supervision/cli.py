@@ -63,6 +63,19 @@ def _desired(settings: Settings, catalogue: Catalogue) -> Desired:
                    model_paths={name: str(catalogue[name].installed_path(settings.models_dir)) for name in workers})
 
 
+def _unknown_models(settings: Settings, catalogue: Catalogue) -> str:
+    """What names a model no catalogue lists, in the setting that names it ("" when every name is known): a
+    typo in MODELS_TO_SERVE must read as one, not as a traceback."""
+    problems = []
+    for setting, names in (("MODELS_TO_SERVE", settings.models_to_serve), ("DEFAULT_MODELS", settings.default_models)):
+        unknown = [name for name in names if name not in catalogue]
+        if unknown:
+            problems.append(f"{setting} names {', '.join(map(repr, unknown))}, which no catalogue lists")
+    if not problems:
+        return ""
+    return "; ".join(problems) + f" (known models: {', '.join(catalogue.names())}; `supervisor.py models list`)"
+
+
 def _settings_env(settings: Settings) -> dict[str, str]:
     return {"DATA_DIR": str(settings.data_dir), "MODELS_DIR": str(settings.models_dir),
             "DATABASE_URL": settings.database_url, "ROLES": ",".join(settings.roles)}
@@ -88,6 +101,10 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
     from modelstore.install import ensure_installed
 
     catalogue = load_catalogue(settings.models_dir)
+    unknown = _unknown_models(settings, catalogue)
+    if unknown:
+        print(f"not started: {unknown}", file=sys.stderr)
+        return 1
     if runs(settings, "workers"):
         ensure_installed(settings.default_models, settings.models_dir, catalogue)
         check_before_start(settings, _desired(settings, catalogue))  # fail here, in the user's terminal

@@ -1,5 +1,5 @@
 """What makes a start quick without making it wrong: the CLI learns at once that nothing listens, and a gateway
-started beside the writer can tell whether the writer's tables are there yet."""
+started beside the writer can tell whether the writer's tables are there yet; a start that cannot succeed says why at once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from shared.control_client import NotRunning, send_command
 from shared.schema import create_schema, database_engine, schema_created
+from tests.harness import Service
 
 
 def test_a_command_to_a_control_socket_nobody_listens_on_fails_at_once(tmp_path: Path) -> None:
@@ -43,3 +44,13 @@ def test_the_schema_is_missing_until_the_writer_creates_it_and_then_present(tmp_
     assert schema_created(reader)
     writer.dispose()
     reader.dispose()
+
+
+def test_a_model_name_no_catalogue_lists_stops_the_start_with_a_message_naming_it(tmp_path: Path,
+                                                                                  models_dir: Path) -> None:
+    service = Service(tmp_path, models_dir, env_overrides={"MODELS_TO_SERVE": "all-minilm-l6-v3"})
+    result = service.cli("start", check=False, timeout=60)
+    assert result.returncode == 1
+    assert "MODELS_TO_SERVE names 'all-minilm-l6-v3', which no catalogue lists" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not service.leftover_processes()
