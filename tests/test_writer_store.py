@@ -37,8 +37,8 @@ def keyword_matches(store: EmbeddingStore, word: str) -> int:
 
 
 def test_insert_counts_only_the_rows_not_stored_before(store: EmbeddingStore) -> None:
-    assert store.insert_embeddings([row("a"), row("b")]) == 2
-    assert store.insert_embeddings([row("b"), row("c"), row("a", "other model")]) == 2
+    assert store.insert_embeddings([row("a"), row("b")]).new == 2
+    assert store.insert_embeddings([row("b"), row("c"), row("a", "other model")]).new == 2
 
 
 def test_a_stored_row_reads_back_with_every_column_as_sent(store: EmbeddingStore) -> None:
@@ -89,3 +89,11 @@ def test_ids_keep_growing_after_the_newest_row_is_deleted(store: EmbeddingStore)
     ids = store.run_in_transaction(lambda connection: dict(connection.execute(
         select(embeddings.c.text, embeddings.c.id)).all()))
     assert ids == {"a": 1, "c": 3}
+
+
+def test_an_insert_reports_the_marks_its_transaction_left(store: EmbeddingStore) -> None:
+    store.insert_embeddings([row("a"), row("b")])
+    delete_stored(store, Delete(1, "string", text_hash("b")))
+    insertion = store.insert_embeddings([row("a"), row("c")])  # one new row, one already stored
+    assert insertion.marks is not None and insertion.marks == store.marks()
+    assert insertion.marks.rows > 2 and insertion.marks.deletions == 1

@@ -263,10 +263,11 @@ class _Gateways:
         """The answer to a gateway's PING."""
         return encode(Pong(marks=self.marks))
 
-    def committed(self, socket: zmq.Socket, rows: list[EmbeddingRow]) -> None:
-        """Tell every live gateway the hashes of `rows`, just committed, and where the store is now."""
+    def committed(self, socket: zmq.Socket, rows: list[EmbeddingRow], marks: StoreMarks | None) -> None:
+        """Tell every live gateway the hashes of `rows`, just committed, and where the store is now (`marks`, as
+        the commit left them; None: read them)."""
         before = self.marks
-        self.marks = self._read_marks()
+        self.marks = marks if marks is not None else self._read_marks()
         self._tell(socket, Stored.of(rows, self.marks, before.rows if before is not None else None))
 
     def deleted(self, socket: zmq.Socket) -> None:
@@ -299,7 +300,7 @@ class _Gateways:
 def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer: Indexer | None = None,
            gateways: _Gateways | None = None) -> int:
     try:
-        inserted = _commit(store, pending)
+        inserted, marks = _commit(store, pending)
     except Exception:
         if gateways is not None:
             gateways.lost_track()  # some of it may be committed: the next STORED must not claim to follow on
@@ -307,7 +308,7 @@ def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer
     if inserted and indexer is not None:
         indexer.rows_committed({row.model_name for _, message in pending.batches for row in message.rows})
     if gateways is not None:
-        gateways.committed(socket, [row for _, message in pending.batches for row in message.rows])
+        gateways.committed(socket, [row for _, message in pending.batches for row in message.rows], marks)
     for identity, message in pending.batches:
         try:
             socket.send_multipart([identity, *encode(Ack(batch_id=message.batch_id, committed=len(message.rows)))])
@@ -318,12 +319,15 @@ def _flush(store: EmbeddingStore, socket: zmq.Socket, pending: _Pending, indexer
     return inserted
 
 
-def _commit(store: EmbeddingStore, pending: _Pending) -> int:
-    """Insert the pending rows, then the pending documents; how many rows were new."""
-    inserted = store.insert_embeddings([row for _, message in pending.batches if isinstance(message, Write)
-                                        for row in message.rows])
+def _commit(store: EmbeddingStore, pending: _Pending) -> tuple[int, StoreMarks | None]:
+    """Insert the pending rows, then the pending documents; how many rows were new, and the store's marks when
+    the rows' insert was the last write (None: read them)."""
+    insertion = store.insert_embeddings([row for _, message in pending.batches if isinstance(message, Write)
+                                         for row in message.rows])
+    inserted, marks = insertion.new, insertion.marks
     for _, message in pending.batches:
         # After the plain rows: a sentence row queued before its document is there to be linked to it.
         if isinstance(message, DocumentWrite):
             inserted += write_document(store, message)
-    return inserted
+            marks = None  # a document's transaction came after
+    return inserted, marks
