@@ -234,3 +234,29 @@ def test_nprobe_is_measured_again_when_the_index_has_doubled(tmp_path: Path) -> 
         doubled = wait_for_manifest(settings, lambda m: m.count == 6000)
     assert first.tuned_on == grown.tuned_on == 3000 and doubled.tuned_on == 6000
     assert doubled.lists == first.lists  # measured again, not retrained (that waits for 4×)
+
+
+def test_rows_committed_between_saves_are_read_once_when_the_save_is_due(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, SEARCH_INDEX_SAVE_INTERVAL_MS="3000")
+    insert(settings, clustered_vectors(10, seed=1), "first")
+    catch_ups: list[float] = []
+
+    class CountingIndexer(Indexer):
+        def _catch_up(self, *args: object) -> None:
+            catch_ups.append(time.monotonic())
+            super()._catch_up(*args)  # type: ignore[arg-type]
+
+    indexer = CountingIndexer(settings)
+    indexer.start()
+    try:
+        first = wait_for_manifest(settings, lambda m: m.count == 10)
+        before = len(catch_ups)
+        for number in range(8):  # a commit every quarter second, each notified, all within one save interval
+            insert(settings, clustered_vectors(1, seed=10 + number), f"later {number}")
+            indexer.rows_committed([MODEL])
+            time.sleep(0.25)
+        second = wait_for_manifest(settings, lambda m: m.count == 18, timeout=10.0)
+    finally:
+        indexer.stop(timeout=10)
+    assert second.generation == first.generation + 1
+    assert len(catch_ups) - before == 1

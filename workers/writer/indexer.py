@@ -7,7 +7,8 @@ does not rebuild from scratch); with no usable saved index it builds one from th
 
 Saving is paced: an index is saved when it has changed, at most every SEARCH_INDEX_SAVE_INTERVAL_MS, and
 never more often than ten times the last save took, so a large index is not rewritten continuously (at
-most ~10% of the time goes to saving). The gateway searches recent rows itself until the next save.
+most ~10% of the time goes to saving). The gateway searches recent rows itself until the next save, so an
+index catches up with the committed rows only when its save is due.
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 5.0
 # A save may take at most this share of the indexer's time.
 SAVE_TIME_SHARE = 0.1
-# Commits are followed at most this often: each catch-up reads the new rows and the deletions log, and under
-# uncached load, followed commit by commit (ten a second), that was a third of the writer's CPU per row. The
-# index only needs to be current by its next save; gateways search what they computed through their tails.
-CATCH_UP_SECONDS = 0.5
 
 
 class Indexer:
@@ -56,7 +53,6 @@ class Indexer:
         self._indexes: dict[str, ModelIndex] = {}
         self._models: set[str] = set()
         self._last_save: dict[str, float] = {}
-        self._last_catch_up = 0.0
         self._save_seconds: dict[str, float] = {}
 
     def start(self) -> None:
@@ -85,31 +81,32 @@ class Indexer:
         try:
             self._guarded("every model", self._discover, source)
             next_sweep = time.monotonic()
+            behind: set[str] = set()  # models with rows (or deletions) committed since their last catch-up
             while not self._stopping.is_set():
-                models = self._wait_for_notifications(timeout=min(self._until_next_save(), next_sweep - time.monotonic()))
-                self._models |= models
+                behind |= self._wait_for_notifications(timeout=self._until_next_step(behind, next_sweep))
+                self._models |= behind
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + SWEEP_SECONDS
-                    models = set(self._models)
-                for model in sorted(models):
+                    behind |= self._models
+                # A model is caught up only when its next save is due: the index need only be current by then
+                # (gateways search what they computed through their tails), and catching up commit by commit
+                # read the new rows and the deletions log twice as often as the saves needed.
+                due = {model for model in behind if time.monotonic() >= self._save_due_at(model)}
+                for model in sorted(due):
                     self._guarded(model, self._catch_up, source, model)
+                behind -= due
                 self._save_due(force=False)
             self._save_due(force=True)
         finally:
             source.close()
 
     def _wait_for_notifications(self, timeout: float) -> set[str]:
-        models: set[str] = set()
+        """The models notified within `timeout` seconds (at least the first, then whatever else is queued)."""
         try:
             first = self._notifications.get(timeout=max(0.0, timeout))
         except queue.Empty:
-            return models
-        self._stopping.wait(self._last_catch_up + CATCH_UP_SECONDS - time.monotonic())  # let commits gather
-        self._last_catch_up = time.monotonic()
-        for model in (first, *self._drain()):
-            if model is not None:
-                models.add(model)
-        return models
+            return set()
+        return {model for model in (first, *self._drain()) if model is not None}
 
     def _drain(self) -> list[str | None]:
         drained: list[str | None] = []
@@ -201,9 +198,11 @@ class Indexer:
         self._last_save.pop(model, None)  # save the new index at once
         return index
 
-    def _until_next_save(self) -> float:
-        due = [self._save_due_at(model) for model, index in self._indexes.items() if index.dirty]
-        return max(0.0, min(due) - time.monotonic()) if due else SWEEP_SECONDS
+    def _until_next_step(self, behind: set[str], next_sweep: float) -> float:
+        """Seconds until the next catch-up or save is due (a model behind, an index changed), or the sweep."""
+        due = [self._save_due_at(model) for model in behind]
+        due += [self._save_due_at(model) for model, index in self._indexes.items() if index.dirty]
+        return max(0.0, min([*due, next_sweep]) - time.monotonic())
 
     def _save_due_at(self, model: str) -> float:
         if model not in self._last_save:
@@ -219,9 +218,11 @@ class Indexer:
 
     def _save(self, model: str, index: ModelIndex) -> None:
         started = time.monotonic()
-        manifest = index.save()
+        try:
+            manifest = index.save()
+        finally:  # a failed save (a full disk) is tried again an interval later, not at once in a loop
+            self._last_save[model] = time.monotonic()
         elapsed = time.monotonic() - started
-        self._last_save[model] = time.monotonic()
         self._save_seconds[model] = elapsed
         # Small indexes are saved every interval under load: only slow saves are worth an INFO line.
         log.log(logging.INFO if elapsed >= 1.0 else logging.DEBUG,
