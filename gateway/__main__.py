@@ -19,6 +19,7 @@ import sys
 import uvicorn
 
 from gateway.app import create_app
+from gateway.http_protocol import CorkedHttpToolsProtocol
 from shared.lifecycle import child_prologue
 from shared.logs import configure_logging
 from shared.settings import load_settings
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, models, args.index)
     # uvicorn handles SIGTERM/SIGINT itself: it stops accepting, drains requests, then runs our lifespan exit.
     config = uvicorn.Config(app, host=settings.listen_host, port=settings.listen_port, log_config=None,
-                            access_log=False, timeout_graceful_shutdown=int(settings.stop_timeout_seconds))
+                            access_log=False, timeout_graceful_shutdown=int(settings.stop_timeout_seconds),
+                            http=CorkedHttpToolsProtocol)
     sockets = [socket.socket(fileno=args.listen_fd)] if args.listen_fd is not None else None
     # Every request allocates a few hundred containers, so the collector ran a young-generation pass every
     # couple of requests and now and then a full one over every module and cached vector: 2.5% of the
