@@ -16,7 +16,10 @@ Every case gets the same real sentences of 5-60 words (benchmarks/real_text.py: 
 each sent once, so "uncached" stays uncached. E gets A's sentences, on a service of its own, so that it is
 divided by a ceiling measured on the same sentences and has no other case's requests ahead of it. The CPU model
 and flags go first. A full run measures A (its best configuration again), L and D in three rounds, in turn, and
-reports each one's median and every round's ratios (`--rounds N`; `--quick`: one round).
+reports each one's median and every round's ratios (`--rounds N`; `--quick`: one round). Beside each RATIOS
+line a BOUNDS line gives what caps those ratios on this machine, from the same round's figures
+(benchmarks/tail_bound.py): engine-best / llama-server caps ours / llama-server, and the tail of arrival order
+over these sentences with the engine's rate caps p99 ours / llama-server.
 
 Usage: .venv/bin/python -m benchmarks.throughput [--quick] [--rounds N] [--python-peers] [--setup] [--models a,b]
 """
@@ -48,6 +51,7 @@ from benchmarks.loadgen import LoadResult, http_request, run_load
 from benchmarks.real_text import benchmark_sentences
 from benchmarks.scaleout import cpu_seconds, role_processes
 from benchmarks.serving import wait_until_serving
+from benchmarks.tail_bound import bounds
 from benchmarks.wrk import WrkResult, run_wrk
 from modelstore.catalogue import ModelEntry, load_catalogue
 from modelstore.install import ensure_installed, source_dir
@@ -328,18 +332,21 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
     rows = [a, native, *(row for row in rows if row.case[0] not in "ALD"), d]
     rows.sort(key=lambda row: "ALBCDHEW".index(row.case[0]))
     e = by_case["E"]
-    ratios = [_ratios(f"{name}{f' round {i}' if len(rounds) > 1 else ''}", *round_rows, e)
-              for i, round_rows in enumerate(rounds, 1)]
+    ratios = [line for i, round_rows in enumerate(rounds, 1)
+              for line in _ratios(f"{name}{f' round {i}' if len(rounds) > 1 else ''}", *round_rows, e, wrk_texts)]
     if len(rounds) > 1:
-        ratios.append(_ratios(f"{name} median of {len(rounds)} rounds", a, native, d, e))
+        ratios += _ratios(f"{name} median of {len(rounds)} rounds", a, native, d, e, wrk_texts)
     return rows, sweep, ratios
 
 
-def _ratios(label: str, a: Row, native: Row, d: Row, e: Row) -> str:
-    return (f"{label}: ours/engine-best={d.texts_per_second / a.texts_per_second:.2f} "
+def _ratios(label: str, a: Row, native: Row, d: Row, e: Row, texts: list[str]) -> list[str]:
+    """The RATIOS line of the goals and the BOUNDS line of what caps them on this machine (tail_bound.py)."""
+    limits = bounds(a.texts_per_second, native.texts_per_second, native.p99_ms, d.texts_per_second, d.p99_ms, texts)
+    return [f"RATIOS {label}: ours/engine-best={d.texts_per_second / a.texts_per_second:.2f} "
             f"ours/llama-server={d.texts_per_second / native.texts_per_second:.2f} "
             f"p99 ours/llama-server={d.p99_ms / native.p99_ms:.2f} "
-            f"batch/engine-best={e.texts_per_second / a.texts_per_second:.2f}")
+            f"batch/engine-best={e.texts_per_second / a.texts_per_second:.2f}",
+            f"BOUNDS {label}: {limits.describe()}"]
 
 
 def _median_row(rows: list[Row]) -> Row:
@@ -383,8 +390,7 @@ def main() -> int:
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("targets: ours/engine-best>=0.95, ours/llama-server>=1.10, p99 ours/llama-server<=0.9, "
           "batch/engine-best>=0.97, gateway<=0.6 ms CPU/request, writer<=0.2 ms CPU/row")
-    for ratio in ratios:
-        print("RATIOS " + ratio)
+    print("\n".join(ratios))
     return 0
 
 
