@@ -5,7 +5,9 @@ sends `http.response.body`: two `send` system calls and two TCP segments for eve
 concurrency 64, uncached MiniLM texts) those two writes were a fifth of the gateway's main-thread samples
 (py-spy), the head's write alone 15%. Here the protocol's transport holds what is written until the response is
 complete, or until the event loop's next turn (a streamed response's chunks are not held back past it), and
-then writes it in one call.
+then writes it in one call. Measured (wrk c=64, 4 alternating runs each on an AMD EPYC): cached hits 6,400-6,960
+-> 7,000-7,280 requests/s and 0.144-0.156 -> 0.137-0.143 ms of gateway CPU per request, about 5%; at the
+~180 uncached MiniLM texts/s the engine allows, no difference showed.
 """
 
 from __future__ import annotations
