@@ -45,8 +45,8 @@ class Bounds:
     p99_floor: float  # the least p99 ours / llama-server arrival order allows at the engine's rate
 
     def describe(self) -> str:
-        """One line for the RATIOS block."""
-        return (f"bounds: ours/llama-server<={self.rate_ceiling:.2f} (engine-best/llama-server) "
+        """The BOUNDS line printed beside a RATIOS line."""
+        return (f"ours/llama-server<={self.rate_ceiling:.2f} (engine-best/llama-server) "
                 f"tail p99*rate/64 ours={self.tail_ours:.2f} llama-server={self.tail_native:.2f} "
                 f"FIFO floor={self.fifo_floor:.2f} -> p99 ours/llama-server>={self.p99_floor:.2f}")
 
