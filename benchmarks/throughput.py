@@ -65,6 +65,8 @@ SMOLLM2 = "smollm2-135m-instruct"
 CORES = os.cpu_count() or 1
 # SmolLM2's Q4_1 repacked for AMX segfaults in llama.cpp (ggml-org/llama.cpp#20824): off, as our canary chooses.
 REPACK = {MINILM: True, SMOLLM2: False}
+HTTP_FLOOR_CASE = "H uvicorn + Starlette alone at D's rate"
+QUICK_FLOOR_SECONDS = 12.0
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,12 @@ def cpu_line() -> str:
 
 
 # ---- A: the engine ceiling -------------------------------------------------------------------------------
-def engine_case(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str],
+def engine_case(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str], seconds: float | None = None,
                 start: Any = None) -> tuple[float, float]:
-    """Texts/s through our Engine, grouped by the worker's own batcher, and the mean texts per call. `start`: a
-    barrier that engines measured side by side wait at once loaded, so that their timed spans overlap."""
+    """Texts/s through our Engine, grouped by the worker's own batcher, and the mean texts per call. `seconds`:
+    stop after the call that passes it (the texts go in order, so a slower case embeds a shorter prefix of the
+    same sentences). `start`: a barrier that engines measured side by side wait at once loaded, so that their
+    timed spans overlap."""
     engine = Engine(EngineConfig(str(path), entry.pooling, entry.max_tokens, case.threads, case.token_budget,
                                  case.flash_attention, weight_repack=REPACK.get(entry.name, True),
                                  context_tokens=case.context_tokens))
@@ -115,17 +119,20 @@ def engine_case(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str
         engine.embed(tokens[:4])  # warm up
         if start is not None:
             start.wait()
-        calls = 0
+        calls = done = 0
         started = time.perf_counter()
-        while queue:
-            engine.embed([item.tokens for item in queue.next_group(live)])
-            calls += 1
-        return len(texts) / (time.perf_counter() - started), len(texts) / calls
+        deadline = started + seconds if seconds is not None else float("inf")
+        while queue and time.perf_counter() < deadline:
+            group = queue.next_group(live)
+            engine.embed([item.tokens for item in group])
+            calls, done = calls + 1, done + len(group)
+        return done / (time.perf_counter() - started), done / calls
     finally:
         engine.close()
 
 
-def one_thread_engines(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str]) -> tuple[float, float]:
+def one_thread_engines(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str],
+                       seconds: float | None) -> tuple[float, float]:
     """One one-thread engine per core at once, each in its own process on its share of the texts (what our
     default workers are), started together once all are loaded: the sum of their rates."""
     shares = [texts[i::CORES] for i in range(CORES)]
@@ -133,19 +140,20 @@ def one_thread_engines(entry: ModelEntry, path: Path, case: EngineCase, texts: l
     with spawn.Manager() as manager, ProcessPoolExecutor(CORES, mp_context=spawn) as pool:
         start = manager.Barrier(CORES)
         results = list(pool.map(engine_case, [entry] * CORES, [path] * CORES, [case] * CORES, shares,
-                                [start] * CORES))
+                                [seconds] * CORES, [start] * CORES))
     return sum(rate for rate, _ in results), sum(per_call for _, per_call in results) / CORES
 
 
-def measure_engine(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str]) -> tuple[float, float]:
+def measure_engine(entry: ModelEntry, path: Path, case: EngineCase, texts: list[str],
+                   seconds: float | None) -> tuple[float, float]:
     """Texts/s and texts per call of one configuration (one-thread engines: one per core, side by side)."""
     if case.threads == 1 and CORES > 1:
-        return one_thread_engines(entry, path, case, texts)
-    return engine_case(entry, path, case, texts)
+        return one_thread_engines(entry, path, case, texts, seconds)
+    return engine_case(entry, path, case, texts, seconds)
 
 
-def engine_ceiling(entry: ModelEntry, path: Path, texts: list[str],
-                   quick: bool) -> tuple[Row, list[str], EngineCase]:
+def engine_ceiling(entry: ModelEntry, path: Path, texts: list[str], quick: bool,
+                   seconds: float | None) -> tuple[Row, list[str], EngineCase]:
     """The best configuration of a sweep: one engine on every core (as llama-server runs) over tokens per call,
     context and flash attention, and one-thread engines on every core at the catalogue's settings."""
     budgets = (128, 512) if quick else (128, 512, 1024)
@@ -156,7 +164,7 @@ def engine_ceiling(entry: ModelEntry, path: Path, texts: list[str],
     lines: list[str] = []
     best, best_case = Row("A engine best", 0.0), cases[0]
     for case in cases:
-        rate, per_call = measure_engine(entry, path, case, texts)
+        rate, per_call = measure_engine(entry, path, case, texts, seconds)
         lines.append(f"    A sweep {case.describe():52} {rate:8.1f} texts/s ({per_call:.0f} texts/call)")
         print(lines[-1], file=sys.stderr, flush=True)
         if rate > best.texts_per_second:
@@ -215,12 +223,14 @@ def ours(model: str, models_dir: Path, texts: list[str], seconds: float, workers
 
 def http_server_floor(texts: list[str], rate: float, quick: bool) -> Row:
     """H: the bare HTTP server's CPU per request at `rate` (D's), concurrency 64, on busy cores."""
-    # Each connection answered a few times, not once (--quick: about once, so that SmolLM2's ~7 requests/s
-    # do not take --quick past its 3 minutes).
+    # Each connection answered a few times, not once (--quick: about once, and not at all where that alone would
+    # take --quick past its 3 minutes: SmolLM2's 3 requests/s on a slow machine hold each answer 20 s).
     answers, shortest = (1, 6.0) if quick else (3, 8.0)
     seconds = max(shortest, answers * http_floor.CONNECTIONS / rate + 2)
+    if quick and seconds > QUICK_FLOOR_SECONDS:
+        return Row(HTTP_FLOOR_CASE, float("nan"), note=f"not in --quick: one answer per connection takes {seconds:.0f} s")
     result, cpu_ms = http_floor.measure(texts, seconds, rate)
-    return _wrk_row("H uvicorn + Starlette alone at D's rate", result, f"{cpu_ms:.2f} ms CPU/request")
+    return _wrk_row(HTTP_FLOOR_CASE, result, f"{cpu_ms:.2f} ms CPU/request")
 
 
 def _wrk_row(case: str, result: WrkResult, note: str = "") -> Row:
@@ -295,13 +305,16 @@ class Plan:
     engine_texts: int
     wrk_seconds: float
     wrk_texts: int  # more than a server can answer in wrk_seconds, so that no body is sent twice
+    # --quick: each A case stops after this long, so that its 3 minutes hold on a slower machine too (one ran
+    # 3x slower per text than another, and --quick took 5.7 minutes on it with whole texts counts)
+    engine_seconds: float | None = None
 
 
 def plan(name: str, quick: bool) -> Plan:
     # SmolLM2 costs ~15x more per text than MiniLM here (~12 vs ~200 texts/s on 2 cores).
     if name == SMOLLM2:
-        return Plan(64, 10, 600) if quick else Plan(256, 40, 1500)
-    return Plan(256, 6, 4000) if quick else Plan(1024, 25, 12_000)
+        return Plan(64, 10, 600, engine_seconds=5) if quick else Plan(256, 40, 1500)
+    return Plan(256, 6, 4000, engine_seconds=3) if quick else Plan(1024, 25, 12_000)
 
 
 def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[list[Row], list[str], list[str]]:
@@ -311,7 +324,7 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
     p = plan(name, args.quick)
     wrk_texts = benchmark_sentences(p.wrk_texts)
     engine_texts = wrk_texts[:p.engine_texts]  # A's sentences, and E's
-    ceiling, sweep, best_case = engine_ceiling(entry, path, engine_texts, args.quick)
+    ceiling, sweep, best_case = engine_ceiling(entry, path, engine_texts, args.quick, p.engine_seconds)
     rows = [ceiling, native_server(entry, path, wrk_texts, p.wrk_seconds)]
     print(f"{name}: A, L done", file=sys.stderr, flush=True)
     if args.python_peers:
@@ -327,7 +340,7 @@ def run_model(name: str, models_dir: Path, args: argparse.Namespace) -> tuple[li
     rounds = [(by_case["A"], by_case["L"], by_case["D"])]
     # One run of a case moved its ratio by up to 15% here: A, L and D again, in turn, and their medians used.
     for number in range(2, args.rounds + 1):
-        rate, per_call = measure_engine(entry, path, best_case, engine_texts)
+        rate, per_call = measure_engine(entry, path, best_case, engine_texts, p.engine_seconds)
         rounds.append((Row("A engine best", rate, note=f"{best_case.describe()}, {per_call:.0f} texts/call"),
                        native_server(entry, path, wrk_texts, p.wrk_seconds),
                        ours(name, models_dir, wrk_texts, p.wrk_seconds)))
