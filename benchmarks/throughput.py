@@ -306,7 +306,7 @@ class Plan:
     wrk_seconds: float
     wrk_texts: int  # more than a server can answer in wrk_seconds, so that no body is sent twice
     # --quick: each A case stops after this long, so that its 3 minutes hold on a slower machine too (one ran
-    # 3x slower per text than another, and --quick took 5.7 minutes on it with whole texts counts)
+    # 3x slower per text than another, and --quick took 5.7 minutes on it with whole text counts)
     engine_seconds: float | None = None
 
 
