@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import psutil
@@ -19,6 +20,14 @@ import psutil
 from shared.control_client import NotRunning, send_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll `condition` on the running loop until it holds or `seconds` pass (the caller's assertions then say
+    what did not happen)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
 
 
 def free_port() -> int:

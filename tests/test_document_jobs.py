@@ -33,7 +33,7 @@ from gateway.documents.upload import Upload
 from shared.settings import load_settings
 from tests.conftest import MINILM
 from tests.document_files import ghostscript_pdf, image_only_pdf, png_image, prose
-from tests.harness import Service, running
+from tests.harness import Service, running, until
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,9 @@ def _states(store: JobStore, jobs: list[DocumentJob]) -> list[JobState | None]:
     return [stored.state if (stored := store.load(job.job_id)) is not None else None for job in jobs]
 
 
-def _run_jobs_of(tmp_path: Path, index: int, gateway_processes: int, until: Callable[[], bool],
+def _run_jobs_of(tmp_path: Path, index: int, gateway_processes: int, done: Callable[[], bool],
                  retention_hours: float = 24) -> None:
-    """Gateway `index`'s DocumentJobs, from its start until `until()` holds (10 s at most: then the test's
+    """Gateway `index`'s DocumentJobs, from its start until `done()` holds (10 s at most: then the test's
     assertions say what did not happen) and half a second more, in which a job it should not touch would be."""
     settings = load_settings(overrides={"DATA_DIR": str(tmp_path), "GATEWAY_PROCESSES": str(gateway_processes),
                                         "DOCUMENT_JOB_RETENTION_HOURS": str(retention_hours)})
@@ -83,9 +83,7 @@ def _run_jobs_of(tmp_path: Path, index: int, gateway_processes: int, until: Call
         await jobs.start()
         # Polled rather than slept: the fake's jobs take milliseconds, but on a loaded machine a fixed second
         # was once not enough for both jobs' progress to be saved.
-        deadline = time.monotonic() + 10
-        while not until() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(done, 10)
         await asyncio.sleep(0.5)
         await jobs.stop()
 
@@ -96,7 +94,7 @@ def test_a_starting_gateway_resumes_its_own_unfinished_jobs_and_no_other_gateway
     store = JobStore(tmp_path / "jobs")
     own = [_stored_job(store, 1, "queued"), _stored_job(store, 1, "embedding")]
     others = _stored_job(store, 0, "extracting")
-    _run_jobs_of(tmp_path, index=1, gateway_processes=2, until=lambda: _states(store, own) == ["done", "done"])
+    _run_jobs_of(tmp_path, index=1, gateway_processes=2, done=lambda: _states(store, own) == ["done", "done"])
     assert _states(store, own) == ["done", "done"]
     assert store.load(others.job_id) == others
     assert store.open_result(others.job_id) is None
@@ -105,7 +103,7 @@ def test_a_starting_gateway_resumes_its_own_unfinished_jobs_and_no_other_gateway
 def test_gateway_0_adopts_the_jobs_of_gateway_indexes_that_no_longer_exist(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs")
     orphan = _stored_job(store, 3, "embedding")
-    _run_jobs_of(tmp_path, index=0, gateway_processes=2, until=lambda: _states(store, [orphan]) == ["done"])
+    _run_jobs_of(tmp_path, index=0, gateway_processes=2, done=lambda: _states(store, [orphan]) == ["done"])
     adopted = store.load(orphan.job_id)
     assert adopted is not None and adopted.state == "done" and adopted.gateway == 0 and adopted.runs == 1
 
@@ -117,7 +115,7 @@ def test_retention_deletes_only_the_gateways_own_jobs_finished_longer_ago(tmp_pa
     recent = _stored_job(store, 1, "done", age_hours=1)
     other_gateways = _stored_job(store, 0, "done", age_hours=3)
     _run_jobs_of(tmp_path, index=1, gateway_processes=2, retention_hours=2,
-                 until=lambda: _states(store, [old_done, old_failed]) == [None, None])
+                 done=lambda: _states(store, [old_done, old_failed]) == [None, None])
     assert store.load(old_done.job_id) is None and store.load(old_failed.job_id) is None
     assert store.load(recent.job_id) == recent and store.load(other_gateways.job_id) == other_gateways
     assert sorted(path.name for path in (tmp_path / "jobs").iterdir()) == sorted([recent.job_id, other_gateways.job_id])

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Callable
 
 import zmq
 import zmq.asyncio
 
 from gateway.loop_socket import LoopSocket
-
-
-async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.005)
+from tests.harness import until
 
 
 def _pair(tmp_path: Path, received: list[list[bytes]]) -> tuple[zmq.asyncio.Context, LoopSocket, zmq.Socket[bytes]]:
@@ -38,7 +32,7 @@ def test_every_message_a_peer_sends_reaches_the_callback_in_order(tmp_path: Path
         router.start()
         for number in range(1000):
             peer.send_multipart([b"n", str(number).encode()])
-        await _until(lambda: len(received) == 1000)
+        await until(lambda: len(received) == 1000)
         assert [frames[2] for frames in received] == [str(n).encode() for n in range(1000)]
         assert {frames[0] for frames in received} == {b"peer"}
         router.close()
@@ -54,12 +48,12 @@ def test_messages_that_arrive_while_the_loop_only_sends_are_still_received(tmp_p
         context, router, peer = _pair(tmp_path, received)
         router.start()
         peer.send_multipart([b"hello"])
-        await _until(lambda: len(received) == 1)
+        await until(lambda: len(received) == 1)
         for number in range(200):
             peer.send_multipart([str(number).encode()])
             assert router.send([b"peer", b"reply"]) is None
             await asyncio.sleep(0)
-        await _until(lambda: len(received) == 201)
+        await until(lambda: len(received) == 201)
         assert len(received) == 201
         router.close()
         peer.close()
